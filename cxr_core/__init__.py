@@ -1,0 +1,7 @@
+"""cxr_core: the engine behind the chest X-ray pneumonia dashboard.
+
+Everything the dashboard shows can be had from here or from the CLI
+(`python -m cxr_core --help`). Not for clinical use.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,257 @@
+"""The command line: everything the dashboard shows, from a terminal.
+
+    python -m cxr_core info      --data DIR [--json]
+    python -m cxr_core train     --data DIR --model NAME [--epochs N] [--image-size PX]
+                                 [--weights imagenet|none|PATH] [--seed S] [--runs DIR]
+    python -m cxr_core evaluate  RUN --split test [--data DIR] [--runs DIR] [--json]
+    python -m cxr_core predict   RUN FILE... [--runs DIR] [--json]
+    python -m cxr_core runs      [--runs DIR] [--json]
+    python -m cxr_core demo-data [--out DIR]
+    python -m cxr_core worker    [--runs DIR]        (trains queued runs; the dashboard starts it)
+    python -m cxr_core cancel    RUN [--runs DIR]
+
+Errors a person can fix print one line to stderr and exit 2; `predict` exits 1
+when any file could not be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .config import MODEL_NAMES, UserError, configured_data_dir, default_settings
+
+
+def _data_arg(value: str | None):
+    if value:
+        return value
+    configured = configured_data_dir()
+    if configured:
+        return configured
+    from .demo import ensure_demo_dataset
+
+    return ensure_demo_dataset()
+
+
+def _store(args):
+    from .store import RunStore
+
+    return RunStore(args.runs)
+
+
+def cmd_info(args) -> int:
+    from . import data
+
+    scan = data.scan_folder(_data_arg(args.data))
+    split = data.assign_splits(scan.manifest, seed=args.seed)
+    summary = data.split_summary(split)
+    counts = scan.manifest["class_name"].value_counts().to_dict()
+    info = {
+        "root": str(scan.root),
+        "synthetic": scan.synthetic,
+        "images": int(len(scan.manifest)),
+        "classes": {k: int(v) for k, v in counts.items()},
+        "official_splits": {k: int(v) for k, v in scan.manifest["source_split"].value_counts().items()},
+        "skipped": scan.skipped,
+        "splits": summary.to_dict(orient="records"),
+        "patient_overlap": data.patient_overlap(split),
+        "seed": args.seed,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['root']}{'  (SYNTHETIC demo data)' if scan.synthetic else ''}")
+    print(f"{info['images']} images: " + ", ".join(f"{k} {v}" for k, v in sorted(info["classes"].items())))
+    print("official folders: " + ", ".join(f"{k} {v}" for k, v in info["official_splits"].items()))
+    if scan.skipped:
+        print("skipped: " + ", ".join(f"{v} {k}" for k, v in scan.skipped.items()))
+    print(f"\nsplits used for training (by patient, seed {args.seed}):")
+    print(summary.to_string(index=False))
+    print("patients in two splits (leakage check): " + ", ".join(f"{k} {v}" for k, v in info["patient_overlap"].items()))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from . import jobs
+    from .train import run_job
+
+    settings = default_settings(args.model)
+    for field in ("epochs", "image_size", "batch_size", "learning_rate", "weights", "seed"):
+        value = getattr(args, field)
+        if value is not None:
+            setattr(settings, field, value)
+    if args.no_augment:
+        settings.augment = False
+    if args.no_class_weights:
+        settings.class_weighting = False
+    if settings.epochs < 1 or settings.image_size < 32 or settings.batch_size < 1:
+        raise UserError("--epochs and --batch-size must be at least 1, --image-size at least 32")
+    store = _store(args)
+    data_dir = _data_arg(args.data)
+    from . import data
+
+    data.resolve_root(data_dir)  # fail before creating a run folder
+    with jobs.worker_lock(store):
+        run_id = jobs.submit(settings, data_dir, store, start=False)
+        print(f"run {run_id}: {settings.model}, {settings.epochs} epochs at {settings.image_size}px", flush=True)
+        state = run_job(run_id, store, echo=lambda line: print(line, flush=True))
+    print(run_id)
+    return 0 if state == "done" else 1
+
+
+def cmd_evaluate(args) -> int:
+    from .inference import evaluate_run
+
+    result = evaluate_run(args.run, args.split, _store(args), args.data, recompute=args.recompute)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    tn, fp = result["confusion_matrix"][0]
+    fn, tp = result["confusion_matrix"][1]
+    ci = result.get("ci95", {})
+
+    def show(key):
+        value = result.get(key)
+        low_high = ci.get(key)
+        text = "n/a" if value is None else f"{value:.3f}"
+        return text + (f" [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high and None not in low_high else "")
+
+    print(f"run {result['run']} on {result['split']} ({result['n']} images), threshold {result['threshold']:.3f}")
+    for key in ("accuracy", "sensitivity", "specificity", "macro_f1", "auc"):
+        print(f"  {key:<12} {show(key)}")
+    print(f"  confusion    TN {tn}  FP {fp}  FN {fn}  TP {tp}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .inference import load_run, predict_files
+
+    loaded = load_run(args.run, _store(args))
+    results = predict_files(loaded, args.files)
+    for result in results:
+        if args.json:
+            print(json.dumps({k: result[k] for k in ("file", "label", "probability", "error") if k in result}))
+        elif "error" in result:
+            print(f"error: {result['error']}", file=sys.stderr)
+        else:
+            print(f"{result['file']}: {result['label']} (P(pneumonia) {result['probability']:.3f}, threshold {result['threshold']:.3f})")
+    return 1 if any("error" in r for r in results) else 0
+
+
+def cmd_runs(args) -> int:
+    runs = _store(args).list()
+    rows = []
+    for run in runs:
+        evaluation = run.evaluation("test") or {}
+        rows.append({
+            "run": run.run_id, "model": run.model, "state": run.state,
+            "epoch": run.status.get("epoch"), "epochs": run.settings.get("epochs"),
+            "auc": evaluation.get("auc"), "accuracy": evaluation.get("accuracy"), "error": run.error,
+        })
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print(f"no runs in {_store(args).root}; start one with `python -m cxr_core train --model regularized_cnn`")
+    for row in rows:
+        metrics = f"  test AUC {row['auc']:.3f}  accuracy {row['accuracy']:.3f}" if row["auc"] is not None else ""
+        print(f"{row['run']}  {row['model']:<22} {row['state']:<11}{metrics}{'  ' + row['error'] if row['error'] else ''}")
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from .demo import ensure_demo_dataset, write_demo_dataset
+
+    path = write_demo_dataset(args.out) if args.out else ensure_demo_dataset()
+    print(path)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from . import jobs
+
+    jobs.work(_store(args), echo=lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from . import jobs
+
+    print(jobs.cancel(args.run, _store(args)))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m cxr_core", description="Chest X-ray pneumonia study: data, training, evaluation.")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_text):
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("info", cmd_info, "describe a data folder and the splits training would use")
+    p.add_argument("--data", help="Kaggle-layout folder (default: $CXR_DATA_DIR, else the synthetic demo set)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json", action="store_true")
+
+    p = add("train", cmd_train, "train one model in this process; prints the run id last")
+    p.add_argument("--data")
+    p.add_argument("--model", required=True, choices=MODEL_NAMES)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--weights", help="transfer models: imagenet, none, or a local weights file")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-class-weights", action="store_true")
+    p.add_argument("--runs", help="run store folder (default: $CXR_RUNS_DIR or ./runs)")
+
+    p = add("evaluate", cmd_evaluate, "metrics of a run on a split")
+    p.add_argument("run")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--data", help="evaluate on this folder instead of the run's own (its official test/ if present)")
+    p.add_argument("--recompute", action="store_true")
+    p.add_argument("--runs")
+    p.add_argument("--json", action="store_true")
+
+    p = add("predict", cmd_predict, "predict image files (JPEG, PNG, DICOM, ...)")
+    p.add_argument("run")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--runs")
+    p.add_argument("--json", action="store_true")
+
+    p = add("runs", cmd_runs, "list runs")
+    p.add_argument("--runs")
+    p.add_argument("--json", action="store_true")
+
+    p = add("demo-data", cmd_demo_data, "write the synthetic demo data set")
+    p.add_argument("--out")
+
+    p = add("worker", cmd_worker, "train queued runs until none are left")
+    p.add_argument("--runs")
+
+    p = add("cancel", cmd_cancel, "stop a queued or running run")
+    p.add_argument("run")
+    p.add_argument("--runs")
+    return root
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up chatter hides our output
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Settings and paths shared by the whole project.
+
+Paths come from environment variables so that the dashboard, the CLI and the
+tests can point at different data and run stores without code changes:
+
+    CXR_DATA_DIR    a Kaggle-layout data folder (unset: the synthetic demo set)
+    CXR_RUNS_DIR    where training runs are stored (default: ./runs)
+    CXR_CACHE_DIR   decoded-image caches and the demo set (default: ./.cache)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Index 1 is the positive class everywhere: sensitivity is pneumonia recall.
+CLASSES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+POSITIVE = 1
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+MODEL_NAMES: tuple[str, ...] = (
+    "baseline_cnn",
+    "regularized_cnn",
+    "mobilenetv2_frozen",
+    "mobilenetv2_finetune",
+    "densenet121_frozen",
+)
+
+
+class UserError(Exception):
+    """A problem the person can fix (bad path, unknown run, bad argument).
+
+    The CLI prints these as one line and exits non-zero; pages show them with
+    st.error. The message says what went wrong and what to do.
+    """
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get("CXR_RUNS_DIR") or PROJECT_ROOT / "runs")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CXR_CACHE_DIR") or PROJECT_ROOT / ".cache")
+
+
+def configured_data_dir() -> Path | None:
+    value = os.environ.get("CXR_DATA_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def demo_data_dir() -> Path:
+    return cache_dir() / "demo_data"
+
+
+@dataclass
+class TrainSettings:
+    """One training recipe. Defaults per model come from `default_settings`."""
+
+    model: str = "regularized_cnn"
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    # Square side in pixels; images are padded to square (aspect kept), then resized.
+    image_size: int = 160
+    # Random rotation/zoom/shift/contrast inside the model, active only in fit().
+    augment: bool = True
+    # Weight the loss by inverse class frequency: train is ~3:1 pneumonia:normal.
+    class_weighting: bool = True
+    # Stop when validation AUC has not improved for this many epochs (0 = off);
+    # the best epoch's weights are kept.
+    early_stopping_patience: int = 4
+    seed: int = 42
+    # Transfer models only: "imagenet", "none" or a path to a local .h5/.keras weights file.
+    weights: str = "none"
+    # Fractions of patients carved from train when val/ or test/ is missing or tiny.
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    # Decision threshold chosen on validation: highest specificity with
+    # sensitivity >= target_sensitivity (missing pneumonia is the costlier error).
+    target_sensitivity: float = 0.95
+    label_smoothing: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def default_settings(model: str) -> TrainSettings:
+    """The project's best known recipe for each study model."""
+    if model not in MODEL_NAMES:
+        raise UserError(f"unknown model {model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    if model == "baseline_cnn":
+        # The seed study's plain CNN: no augmentation, kept as the reference point.
+        return TrainSettings(model=model, epochs=8, augment=False, learning_rate=1e-3)
+    if model == "regularized_cnn":
+        return TrainSettings(model=model)
+    if model == "mobilenetv2_frozen":
+        return TrainSettings(model=model, epochs=8, image_size=224, weights="imagenet", learning_rate=1e-3)
+    if model == "mobilenetv2_finetune":
+        return TrainSettings(model=model, epochs=8, image_size=224, weights="imagenet", learning_rate=1e-4)
+    return TrainSettings(model=model, epochs=6, image_size=224, weights="imagenet", learning_rate=1e-3)

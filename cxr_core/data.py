@@ -1,0 +1,220 @@
+"""Scan a Kaggle-layout folder into a manifest and split it by patient.
+
+    ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg    (any case; only train/ is required)
+
+Kaggle's archive nests `chest_xray/chest_xray/` and carries `__MACOSX/` and
+`.DS_Store`: both are tolerated. The manifest is a pandas DataFrame with one
+row per image: path, source_split, label, class_name, patient_id, kind.
+
+Splits are by patient: the same child often has several pneumonia images, and
+a random image-level split would put them on both sides (leakage).
+
+    python -m cxr_core info --data ../shared/data/chest_xray
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from .config import CLASSES, UserError
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
+# The official val split has 16 images: far too few to pick a threshold or stop early on.
+MIN_OFFICIAL_VAL = 100
+
+_PNEUMONIA_NAME = re.compile(r"(person\d+)_(bacteria|virus)", re.IGNORECASE)
+_NORMAL_NAME = re.compile(r"((?:NORMAL2-)?IM-\d+)", re.IGNORECASE)
+
+
+@dataclass
+class Scan:
+    root: Path
+    manifest: pd.DataFrame
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    synthetic: bool = False
+
+
+def parse_name(file_name: str, label: int) -> tuple[str, str]:
+    """(patient_id, kind) from a Kaggle file name; unknown names are their own patient."""
+    stem = Path(file_name).stem
+    match = _PNEUMONIA_NAME.search(stem)
+    if match:
+        return match.group(1).lower(), match.group(2).lower()
+    match = _NORMAL_NAME.search(stem)
+    if match:
+        return match.group(1).upper(), "none" if label == 0 else "unknown"
+    return stem, "none" if label == 0 else "unknown"
+
+
+def _child(folder: Path, name: str) -> Path | None:
+    """A sub-folder by case-insensitive name."""
+    try:
+        for entry in os.scandir(folder):
+            if entry.is_dir() and entry.name.lower() == name.lower():
+                return Path(entry.path)
+    except OSError:
+        return None
+    return None
+
+
+def resolve_root(path: str | os.PathLike) -> Path:
+    """The folder that holds train/, descending through Kaggle's `chest_xray/` nesting."""
+    root = Path(path).expanduser().absolute()
+    if not root.exists():
+        raise UserError(f"data folder {root} does not exist; pass --data with the folder that holds train/ (or set CXR_DATA_DIR)")
+    if root.is_file():
+        if zipfile.is_zipfile(root):
+            raise UserError(
+                f"{root} is a zip archive; extract it first (python -m zipfile -e {root.name} DEST) "
+                "and point --data at the extracted chest_xray folder"
+            )
+        raise UserError(f"{root} is a file, not a folder; pass the folder that holds train/NORMAL and train/PNEUMONIA")
+    candidate = root
+    for _ in range(3):
+        if _child(candidate, "train") is not None:
+            return candidate
+        nested = _child(candidate, "chest_xray")
+        if nested is None:
+            break
+        candidate = nested
+    zips = sorted(p.name for p in root.glob("*.zip"))
+    hint = f" It holds {', '.join(zips)}: extract it there first." if zips else ""
+    raise UserError(
+        f"no train/ folder in {root}; expected the Kaggle layout ROOT/train/{{NORMAL,PNEUMONIA}}/*.jpeg.{hint}"
+    )
+
+
+def scan_folder(path: str | os.PathLike) -> Scan:
+    """Walk ROOT/{train,val,test}/{NORMAL,PNEUMONIA}; count what is skipped and why."""
+    from .demo import is_synthetic
+
+    root = resolve_root(path)
+    rows: list[dict] = []
+    skipped: dict[str, int] = {}
+
+    def skip(reason: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+
+    for split in SPLITS:
+        split_dir = _child(root, split)
+        if split_dir is None:
+            continue
+        for label, class_name in enumerate(CLASSES):
+            class_dir = _child(split_dir, class_name)
+            if class_dir is None:
+                continue
+            # followlinks=False: a symlink loop inside a class folder cannot hang the scan.
+            for folder, dirs, files in os.walk(class_dir, followlinks=False):
+                dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__MACOSX"]
+                for name in sorted(files):
+                    if name.startswith("."):
+                        skip("hidden file")
+                        continue
+                    if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                        skip("not an image file")
+                        continue
+                    file_path = Path(folder) / name
+                    if not file_path.is_file():
+                        skip("broken link")
+                        continue
+                    patient_id, kind = parse_name(name, label)
+                    rows.append(
+                        {
+                            "path": str(file_path),
+                            "source_split": split,
+                            "label": label,
+                            "class_name": class_name,
+                            "patient_id": patient_id,
+                            "kind": kind,
+                        }
+                    )
+    manifest = pd.DataFrame(rows, columns=["path", "source_split", "label", "class_name", "patient_id", "kind"])
+    if manifest.empty:
+        raise UserError(f"no images found under {root}/train/NORMAL or {root}/train/PNEUMONIA")
+    train_classes = set(manifest.loc[manifest.source_split == "train", "label"])
+    if len(train_classes) < 2:
+        missing = [c for i, c in enumerate(CLASSES) if i not in train_classes]
+        raise UserError(f"{root}/train has no {', '.join(missing)} images; both classes are needed to train")
+    return Scan(root=root, manifest=manifest, skipped=skipped, synthetic=is_synthetic(root))
+
+
+def _carve(pool: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split `pool` into (rest, carved) by patient, stratified by label."""
+    n_splits = max(2, int(round(1.0 / fraction)))
+    if pool["patient_id"].nunique() < n_splits:
+        raise UserError(f"too few patients ({pool['patient_id'].nunique()}) to carve a {fraction:.0%} split by patient")
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    rest_idx, carved_idx = next(folds.split(pool, pool["label"], groups=pool["patient_id"]))
+    return pool.iloc[rest_idx], pool.iloc[carved_idx]
+
+
+def assign_splits(manifest: pd.DataFrame, *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 42) -> pd.DataFrame:
+    """Add a `split` column (train/val/test), by patient, deterministic for a seed.
+
+    The official test/ is kept as it is. A missing test/ is carved from train.
+    A missing or tiny val/ (the official one has 16 images) goes back into the
+    pool, and validation is carved from it.
+    """
+    df = manifest.copy()
+    has_test = (df.source_split == "test").any()
+    val_count = int((df.source_split == "val").sum())
+    use_official_val = val_count >= MIN_OFFICIAL_VAL
+    pool_splits = ["train"] + ([] if use_official_val else ["val"])
+    pool = df[df.source_split.isin(pool_splits)]
+    df["split"] = df["source_split"]
+    if not has_test:
+        pool, test = _carve(pool, test_fraction, seed)
+        df.loc[test.index, "split"] = "test"
+    if not use_official_val:
+        remaining = 1.0 - (0.0 if has_test else test_fraction)
+        pool, val = _carve(pool, val_fraction / remaining, seed + 1)
+        df.loc[val.index, "split"] = "val"
+    df.loc[pool.index, "split"] = "train"
+    return df
+
+
+def patient_overlap(split_manifest: pd.DataFrame) -> dict[str, int]:
+    """Patients present in two splits (the leakage check); all zeros is the goal."""
+    groups = {s: set(split_manifest.loc[split_manifest.split == s, "patient_id"]) for s in SPLITS}
+    return {f"{a}/{b}": len(groups[a] & groups[b]) for a, b in (("train", "val"), ("train", "test"), ("val", "test"))}
+
+
+def split_summary(split_manifest: pd.DataFrame) -> pd.DataFrame:
+    """Images and patients per split and class: what `info` prints and the Dataset page charts."""
+    table = (
+        split_manifest.groupby(["split", "class_name"])
+        .agg(images=("path", "size"), patients=("patient_id", "nunique"))
+        .reset_index()
+    )
+    order = {s: i for i, s in enumerate(SPLITS)}
+    return table.sort_values(["split", "class_name"], key=lambda c: c.map(order) if c.name == "split" else c).reset_index(drop=True)
+
+
+def fingerprint(paths: list[str], image_size: int, extra: str = "") -> str:
+    """A short key for a list of files as they are now (names, sizes, mtimes)."""
+    digest = hashlib.sha256(f"{image_size}|{extra}".encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+            digest.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{p}|missing\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Inverse-frequency weights, normalised so the mean weight per image is 1."""
+    counts = np.bincount(labels.astype(int), minlength=2).astype(float)
+    counts[counts == 0] = 1.0
+    total = counts.sum()
+    return {i: float(total / (2.0 * counts[i])) for i in range(2)}

@@ -1,0 +1,278 @@
+"""The one image decoder (folder files and uploads alike) and the one preprocessing step.
+
+Every file the project touches goes through here, so training, evaluation and
+prediction see pixels prepared the same way:
+
+    gray = decode_image(data, "upload.jpg")        # 2-D uint8, any size
+    x = preprocess(gray, 224)                      # (224, 224) uint8, aspect kept
+    x = load_for_model("chest.dcm", 224)           # both steps: (224, 224, 1) uint8
+
+Formats are recognised from the content, never from the file name. Anything
+that is not a usable chest image raises `ImageDecodeError`, whose message is
+one line: the file, the problem, and what to do. Pixel scaling to [0, 1]
+happens inside the models (a Rescaling layer), not here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .config import UserError
+
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a 3000 px DICOM is ~18 MB; more is not an X-ray upload
+MAX_PIXELS = 40_000_000  # ~6300 x 6300; checked from the header, before any decoding
+MIN_SIDE = 32  # smaller than any model input: upsampling it would only show blur
+MAX_ASPECT = 6.0  # chest films are near square; a 6:1 sliver is a crop or a banner
+
+# Only formats a chest X-ray arrives in: fewer parsers means fewer ways for an
+# upload to surprise us (and Pillow cannot mistake text for a TGA or an XPM).
+_PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+_FIX = "upload a JPEG, PNG or DICOM file"
+
+
+class ImageDecodeError(UserError, ValueError):
+    """A file that cannot be used as a chest X-ray; the one-line message names it and says what to do.
+
+    A UserError, so the CLI and the pages show it like any other; a ValueError for generic callers."""
+
+
+def decode_image(data: bytes, name: str = "image", *, target_size: int | None = None) -> np.ndarray:
+    """JPEG/PNG/BMP/GIF/TIFF/WebP or DICOM bytes -> 2-D uint8 grayscale array (H, W).
+
+    target_size is a hint: JPEGs are decoded at a reduced scale whose short
+    side is still at least target_size, which makes 3000 px files fast.
+    Raises ImageDecodeError for every bad input, never another exception type.
+    """
+    name = " ".join(str(name).split()) or "image"  # keep messages on one line
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageDecodeError(f"{name}: expected the file's bytes, got {type(data).__name__} - {_FIX}")
+    data = bytes(data)
+    if not data:
+        raise ImageDecodeError(f"{name}: the file is empty - {_FIX}")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageDecodeError(f"{name}: the file is over {MAX_FILE_BYTES >> 20} MiB - export a smaller JPEG or PNG")
+    try:
+        with _quiet_decoders():
+            if _is_dicom(data):
+                return _decode_dicom(data, name)
+            return _decode_pillow(data, name, target_size)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # a decoder bug or odd file must not reach the page as a traceback
+        msg = f"{name}: the image could not be decoded ({type(exc).__name__}) - re-export it as PNG or JPEG"
+        raise ImageDecodeError(msg) from exc
+
+
+def read_image_file(path: str | os.PathLike, *, target_size: int | None = None) -> np.ndarray:
+    """Read a file (never more than MAX_FILE_BYTES) and decode it; errors name the path."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # +1 tells "too large" apart from "exactly the limit"
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: file not found - check the path") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(f"{path}: is a folder, not an image file - give the path of an image") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"{path}: cannot read the file ({exc.strerror or exc}) - check its permissions") from None
+    return decode_image(data, str(path), target_size=target_size)
+
+
+def preprocess(gray: np.ndarray, image_size: int) -> np.ndarray:
+    """The one preprocessing step: pad to a centred black square (aspect kept), resize to image_size.
+
+    Resizing before padding gives the same picture as padding first, without a
+    padded copy of a 3000 px image. Returns uint8 (image_size, image_size)."""
+    gray = np.asarray(gray)
+    if gray.ndim == 3 and gray.shape[-1] == 1:
+        gray = gray[..., 0]
+    if gray.ndim != 2 or gray.dtype != np.uint8 or min(gray.shape) == 0:
+        raise ValueError(f"preprocess expects a 2-D uint8 image from decode_image, got {gray.dtype} {gray.shape}")
+    height, width = gray.shape
+    scale = image_size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    # BILINEAR in Pillow widens its kernel when shrinking (area-like, no aliasing);
+    # reducing_gap first box-reduces huge images, which is fast and as good.
+    small = Image.fromarray(gray).resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    # Black padding: the film's surroundings are dark on these X-rays, and a
+    # constant keeps the model from learning anything from the padding.
+    canvas = Image.new("L", (image_size, image_size), 0)
+    canvas.paste(small, ((image_size - new_w) // 2, (image_size - new_h) // 2))
+    return np.array(canvas, dtype=np.uint8)  # a writable copy: callers may augment in place
+
+
+def load_for_model(source: bytes | str | os.PathLike, image_size: int, name: str | None = None) -> np.ndarray:
+    """Decode (bytes or a path) and preprocess -> uint8 array (image_size, image_size, 1)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        gray = decode_image(source, name or "upload", target_size=image_size)
+    else:
+        gray = read_image_file(source, target_size=image_size)
+    return preprocess(gray, image_size)[..., np.newaxis]
+
+
+def image_info(path: str | os.PathLike) -> dict:
+    """{"width", "height", "mode", "format"} from the header only (no pixel decoding);
+    width and height as displayed, i.e. after the EXIF orientation."""
+    try:
+        with _quiet_decoders(), open(path, "rb") as f:
+            head = f.read(132)
+            f.seek(0)
+            if _is_dicom(head):
+                import pydicom  # lazy, as in _decode_dicom
+
+                ds = pydicom.dcmread(f, force=True, stop_before_pixels=True)
+                return {"width": int(ds.Columns), "height": int(ds.Rows),
+                        "mode": str(ds.get("PhotometricInterpretation", "")), "format": "DICOM"}
+            with Image.open(f, formats=_PIL_FORMATS) as img:
+                width, height = img.size
+                if img.getexif().get(0x0112) in (5, 6, 7, 8):  # orientations that swap the sides
+                    width, height = height, width
+                return {"width": width, "height": height, "mode": img.mode, "format": img.format}
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: file not found - check the path") from None
+    except Exception as exc:
+        raise ImageDecodeError(f"{path}: cannot read the image header ({type(exc).__name__}) - {_FIX}") from None
+
+
+def _is_dicom(data: bytes) -> bool:
+    if data[128:132] == b"DICM":
+        return True
+    # Preamble-less DICOM (old or hand-written files) starts straight with a
+    # group 0002/0008 tag followed by an explicit VR or a short length.
+    if len(data) < 8 or data[:2] not in (b"\x02\x00", b"\x08\x00") or data[3] != 0:
+        return False
+    vr, length = data[4:6], int.from_bytes(data[4:8], "little")
+    return (vr.isalpha() and vr.isupper()) or length < min(len(data), 1024)
+
+
+def _describe(data: bytes) -> str:
+    """Say what the bytes look like, so "not an image" comes with a reason."""
+    for magic, what in ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"<", "HTML or XML")):
+        if data.lstrip().startswith(magic):
+            return f"the bytes are {what}"
+    head = data[:1024]
+    text = head.decode("utf-8", "ignore")  # "ignore": a character cut at byte 1024 is still text
+    if len(text.encode()) > 0.9 * len(head) and all(c.isprintable() or c.isspace() for c in text):
+        return "the bytes are text"
+    return "unrecognised format; JPEG, PNG, BMP, GIF, TIFF, WebP and DICOM are read"
+
+
+def _check_shape(width: int, height: int, name: str) -> None:
+    """Refuse from the dimensions alone, before a single pixel is decoded."""
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(
+            f"{name}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit - downscale it to 4000 px a side")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageDecodeError(
+            f"{name}: {width}x{height} is not a chest X-ray shape (sides over {MAX_ASPECT:g}:1) - upload the whole image")
+    if min(width, height) < MIN_SIDE:
+        raise ImageDecodeError(
+            f"{name}: {width}x{height} pixels is too small (at least {MIN_SIDE} a side) - upload the full-size X-ray")
+
+
+@contextlib.contextmanager
+def _quiet_decoders():
+    """Make Pillow's DecompressionBombWarning an error (the file is refused) and silence the
+    rest: "possibly corrupt EXIF" or pydicom's VR complaints are nothing a person can act on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _decode_pillow(data: bytes, name: str, target_size: int | None) -> np.ndarray:
+    try:
+        img = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDecodeError(
+            f"{name}: the image has over {MAX_PIXELS:,} pixels - downscale it to 4000 px a side") from None
+    except Exception:
+        raise ImageDecodeError(f"{name}: not an image ({_describe(data)}) - {_FIX}") from None
+    with img:
+        _check_shape(*img.size, name)
+        if target_size and img.format == "JPEG":
+            img.draft("L", (target_size, target_size))  # DCT scaling: keeps both sides >= target_size
+        try:
+            img.load()  # decode now, so a truncated file fails here instead of yielding half an image
+        except Exception:
+            raise ImageDecodeError(
+                f"{name}: the {img.format} data is truncated or corrupt - re-export or re-download the file") from None
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:
+            pass  # a broken EXIF block should not cost a readable image its use
+        return _to_gray(img)
+
+
+def _to_gray(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I", "F") or img.mode.startswith(("I;", "F;")):
+        return _stretch(np.asarray(img))  # 16-bit and float: map the real range, do not clip at 255
+    if img.has_transparency_data:
+        # Transparent pixels become black, the X-ray's background, not white.
+        rgba = img.convert("RGBA")
+        gray = np.asarray(rgba.convert("L"), dtype=np.uint16) * np.asarray(rgba.getchannel("A"), dtype=np.uint16)
+        return ((gray + 127) // 255).astype(np.uint8)
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")  # P, 1, CMYK, YCbCr...: Pillow's RGB path handles all of them
+    return np.array(img.convert("L"), dtype=np.uint8)
+
+
+def _stretch(arr: np.ndarray) -> np.ndarray:
+    """Map the finite min..max linearly onto 0..255 (NaN and inf go to the ends)."""
+    arr = arr.astype(np.float64)
+    finite = arr[np.isfinite(arr)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    if high <= low:
+        return np.zeros(arr.shape, np.uint8)
+    arr = np.clip(np.nan_to_num(arr, nan=low, posinf=high, neginf=low), low, high)
+    return np.rint((arr - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def _decode_dicom(data: bytes, name: str) -> np.ndarray:
+    import pydicom  # lazy: only DICOM uploads pay for it
+    from pydicom import uid
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception:
+        raise ImageDecodeError(f"{name}: looks like DICOM but cannot be parsed - re-export it from the viewer") from None
+    if "PixelData" not in ds:
+        raise ImageDecodeError(
+            f"{name}: this DICOM file holds no image (no pixel data; perhaps a report) - upload the X-ray image itself")
+    _check_shape(int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), name)
+    if "TransferSyntaxUID" not in ds.file_meta:
+        # Preamble-less files have no meta header: use the encoding pydicom found while reading.
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = uid.ImplicitVRLittleEndian if implicit else (
+            uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
+    syntax = ds.file_meta.TransferSyntaxUID
+    try:
+        ds.pixel_array_options(index=0)  # decode only the first frame of a multi-frame file
+        arr = ds.pixel_array
+    except Exception:
+        if syntax.is_compressed:
+            problem = f"DICOM compression '{syntax.name}' is not supported here"
+        else:
+            problem = "the DICOM pixel data cannot be read"
+        raise ImageDecodeError(f"{name}: {problem} - export it as uncompressed DICOM or PNG") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)
+    if arr.ndim == 3:  # colour (pydicom hands YBR over as RGB): luma, as Pillow's "L"
+        luma = arr[..., :3].astype(np.float64) @ [0.299, 0.587, 0.114]
+        return np.rint(luma).astype(np.uint8) if arr.dtype == np.uint8 else _stretch(luma)
+    arr = apply_modality_lut(arr, ds)  # RescaleSlope/Intercept: stored values -> real units
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        try:
+            arr = apply_voi_lut(arr, ds, index=0)  # the window the radiologist's viewer would use
+        except Exception:
+            pass  # a malformed window falls back to the image's own range
+    gray = _stretch(arr)
+    # MONOCHROME1 stores bone as low values; invert so bone is bright, as on every other X-ray.
+    return 255 - gray if photometric == "MONOCHROME1" else gray

@@ -1,0 +1,116 @@
+"""Use a finished run: predict files or uploads, evaluate it on a split.
+
+Prediction goes through `images.load_for_model`, the same decoder and
+preprocessing that training used, and the run's stored threshold.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import data as data_mod
+from . import images, pipeline
+from .config import CLASSES, TrainSettings, UserError
+from .store import RunStore, read_json
+
+
+@dataclass
+class LoadedRun:
+    """A run's model with what is needed to use it."""
+
+    run_id: str
+    model: object
+    threshold: float
+    image_size: int
+    model_name: str
+
+
+def load_run(run_id: str, store: RunStore) -> LoadedRun:
+    run = store.get(run_id)
+    model = store.load_model(run_id)
+    settings = TrainSettings.from_dict(run.settings)
+    return LoadedRun(run_id, model, store.threshold(run_id), settings.image_size, settings.model)
+
+
+def model_key(run_id: str, store: RunStore) -> str:
+    """Changes when the run's model file is replaced: a cache key for loaded models."""
+    path = store.run_path(run_id) / "model.keras"
+    try:
+        return f"{run_id}:{path.stat().st_mtime_ns}"
+    except OSError:
+        return f"{run_id}:missing"
+
+
+def probabilities(loaded: LoadedRun, batch: np.ndarray) -> np.ndarray:
+    """(n, S, S, 1) uint8 -> P(pneumonia) per image. A direct call: no predict() overhead."""
+    return np.asarray(loaded.model(batch.astype(np.float32), training=False)).reshape(-1)
+
+
+def predict_image(loaded: LoadedRun, source, name: str | None = None) -> dict:
+    """One file path or bytes -> {"file", "label", "probability", "threshold"}; raises ImageDecodeError."""
+    pixels = images.load_for_model(source, loaded.image_size, name=name)
+    prob = float(probabilities(loaded, pixels[None])[0])
+    return {
+        "file": name or str(source),
+        "label": CLASSES[int(prob >= loaded.threshold)],
+        "probability": prob,
+        "threshold": loaded.threshold,
+    }
+
+
+def predict_files(loaded: LoadedRun, files: list[str]) -> list[dict]:
+    results = []
+    for file in files:
+        try:
+            results.append(predict_image(loaded, file, name=file))
+        except images.ImageDecodeError as error:
+            results.append({"file": file, "error": str(error)})
+    return results
+
+
+def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *, recompute: bool = False) -> dict:
+    """Evaluate a run on one split of the data it recorded (or of `data_dir`).
+
+    The stored result is returned unless `recompute` or another data folder is given.
+    """
+    from .train import predict_rows, write_evaluation
+
+    run = store.get(run_id)
+    stored = run.path / f"evaluation_{split_name}.json"
+    if stored.is_file() and not recompute and data_dir is None:
+        return read_json(stored)
+    if split_name not in data_mod.SPLITS:
+        raise UserError(f"unknown split {split_name!r}; use one of {', '.join(data_mod.SPLITS)}")
+    root = data_mod.resolve_root(data_dir or run.settings.get("data_dir", ""))
+    if data_dir is not None and split_name == "test" and (_official(root, "test")):
+        # Another folder's official test split: evaluate every image in it.
+        part = data_mod.scan_folder(root).manifest
+        part = part[part.source_split == "test"].assign(split="test")
+    else:
+        recorded = store.split(run_id)
+        part = recorded[recorded.split == split_name].copy()
+        part["path"] = [str(root / p) for p in part["path"]]
+    if part.empty:
+        raise UserError(f"run {run_id} has no {split_name!r} images in {root}")
+    missing = [p for p in part["path"] if not os.path.exists(p)]
+    if missing:
+        raise UserError(f"{len(missing)} images of the {split_name} split are missing under {root}, e.g. {missing[0]}; pass --data with the folder the run was trained on")
+    loaded = load_run(run_id, store)
+    cache = pipeline.build_cache(part["path"].tolist(), loaded.image_size)
+    part = pipeline.readable(part, cache)
+    prob = predict_rows(loaded.model, cache, part["row"])
+    return write_evaluation(run.path, split_name, part, prob, loaded.threshold, root)
+
+
+def _official(root: Path, split: str) -> bool:
+    return data_mod._child(root, split) is not None
+
+
+def predictions(run_id: str, split_name: str, store: RunStore) -> pd.DataFrame | None:
+    path = store.run_path(run_id) / f"predictions_{split_name}.csv"
+    return pd.read_csv(path) if path.is_file() else None

@@ -1,0 +1,168 @@
+"""The five study models, built from real Keras layers only (no Lambda).
+
+Every model takes (S, S, 1) grayscale pixels in 0..255 (the output of
+`images.preprocess`) and returns one sigmoid: P(pneumonia). Scaling lives
+inside the model, so training, evaluation and prediction cannot disagree.
+
+Pretrained bases are built flat with `input_tensor=`: their layers sit
+directly in `model.layers`, which Grad-CAM needs to reach the last convolution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from .config import MODEL_NAMES, TrainSettings, UserError
+
+DESCRIPTIONS = {
+    "baseline_cnn": (
+        "The seed study's plain CNN: three convolution + max-pooling blocks, a flattened "
+        "128-unit dense layer and one sigmoid output, trained from scratch with no augmentation "
+        "and no regularisation. It is the reference point: it fits the training images very well "
+        "and shows what overfitting to one hospital's images looks like on new ones."
+    ),
+    "regularized_cnn": (
+        "A small CNN trained from scratch with the regularisers that made the seed study's best "
+        "model: random rotation, zoom, shift and contrast changes of each training image (no "
+        "left-right flips: the heart is on the left), batch normalisation after every convolution, "
+        "global average pooling and dropout 0.5. It learns what pneumonia looks like rather than "
+        "memorising particular images, and trains on a laptop CPU in minutes."
+    ),
+    "mobilenetv2_frozen": (
+        "Transfer learning: MobileNetV2, a compact network pre-trained on ImageNet photographs, used "
+        "as a fixed feature extractor. Only a new classification head is trained. Fast, and shows how "
+        "far features learnt on everyday photos carry over to radiographs."
+    ),
+    "mobilenetv2_finetune": (
+        "MobileNetV2 as above, but after the new head is trained the top blocks of the network are "
+        "unfrozen and trained further with a small learning rate, so the features adapt to chest "
+        "X-rays. Usually better than the frozen version, at a higher risk of overfitting."
+    ),
+    "densenet121_frozen": (
+        "DenseNet121 pre-trained on ImageNet, frozen, with a new head: the family of network used by "
+        "CheXNet for chest X-ray reading. Larger and slower than MobileNetV2; its dense connections "
+        "reuse features across layers."
+    ),
+}
+
+# Where MobileNetV2 fine-tuning starts unfreezing: the last three inverted-residual blocks.
+FINETUNE_FROM = "block_14_expand"
+
+_WEIGHT_FILES = {
+    "mobilenetv2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    "densenet121": "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+
+
+def _augmentation(x, seed: int):
+    # Small geometric and photometric changes that real radiographs show; no flips,
+    # since a mirrored chest (heart on the right) is not a plausible image.
+    x = layers.RandomRotation(0.04, fill_mode="constant", seed=seed, name="aug_rotate")(x)
+    x = layers.RandomZoom((-0.1, 0.1), fill_mode="constant", seed=seed, name="aug_zoom")(x)
+    x = layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed, name="aug_shift")(x)
+    x = layers.RandomContrast(0.3, value_range=(0, 255), seed=seed, name="aug_contrast")(x)
+    x = layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed, name="aug_brightness")(x)
+    return x
+
+
+def _conv_block(x, filters: int, name: str):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)  # statistics settle within an epoch
+    x = layers.ReLU(name=f"{name}_relu")(x)
+    return layers.MaxPooling2D(name=f"{name}_pool")(x)
+
+
+def _baseline(inputs, s: TrainSettings):
+    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    for i, filters in enumerate((32, 64, 128)):
+        x = layers.Conv2D(filters, 3, activation="relu", padding="same", name=f"block{i + 1}_conv")(x)
+        x = layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(128, activation="relu", name="dense")(x)
+    return layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+
+
+def _regularized(inputs, s: TrainSettings):
+    x = _augmentation(inputs, s.seed) if s.augment else inputs
+    x = layers.Rescaling(1 / 255, name="rescale")(x)
+    # Narrow first blocks at full resolution keep a CPU epoch short; width grows as the map shrinks.
+    for i, filters in enumerate((16, 32, 64, 128, 256)):
+        x = _conv_block(x, filters, f"block{i + 1}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    return layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+
+
+def _resolve_weights(weights: str, family: str):
+    if weights in (None, "", "none"):
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"weights file {path} not found; pass --weights imagenet, none, or the path to a local {_WEIGHT_FILES[family]}")
+    return str(path)
+
+
+def _transfer(inputs, s: TrainSettings, family: str):
+    x = _augmentation(inputs, s.seed) if s.augment else inputs
+    # ImageNet networks expect three channels: repeat the gray one (a real layer, not a Lambda).
+    x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    if family == "mobilenetv2":
+        x = layers.Rescaling(1 / 127.5, offset=-1.0, name="mobilenet_scale")(x)  # mobilenet_v2.preprocess_input
+        build = keras.applications.MobileNetV2
+    else:
+        # densenet.preprocess_input: 0..1, then ImageNet mean/std per channel.
+        x = layers.Rescaling(1 / 255, name="densenet_scale")(x)
+        x = layers.Normalization(mean=[0.485, 0.456, 0.406], variance=[0.229**2, 0.224**2, 0.225**2], name="imagenet_norm")(x)
+        build = keras.applications.DenseNet121
+    weights = _resolve_weights(s.weights, family)
+    try:
+        base = build(include_top=False, weights=weights, input_tensor=x)
+    except Exception as error:
+        if weights != "imagenet":
+            raise UserError(f"cannot load weights {weights}: {str(error)[:200]}") from None
+        raise UserError(
+            f"could not download the ImageNet weights for {family} ({type(error).__name__}); with no network, "
+            f"download {_WEIGHT_FILES[family]} elsewhere and put it in ~/.keras/models/, or pass "
+            f"--weights PATH to that file, or --weights none to train from random initialisation"
+        ) from None
+    for layer in base.layers:
+        layer.trainable = False
+    x = layers.GlobalAveragePooling2D(name="gap")(base.output)
+    x = layers.Dropout(0.3, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    return outputs, base
+
+
+def build_model(settings: TrainSettings) -> keras.Model:
+    """The named study model, uncompiled. Transfer bases come back frozen."""
+    if settings.model not in MODEL_NAMES:
+        raise UserError(f"unknown model {settings.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    keras.utils.set_random_seed(settings.seed)
+    inputs = keras.Input((settings.image_size, settings.image_size, 1), name="image")
+    if settings.model == "baseline_cnn":
+        outputs = _baseline(inputs, settings)
+    elif settings.model == "regularized_cnn":
+        outputs = _regularized(inputs, settings)
+    else:
+        family = "densenet121" if settings.model.startswith("densenet") else "mobilenetv2"
+        outputs, _ = _transfer(inputs, settings, family)
+    return keras.Model(inputs, outputs, name=settings.model)
+
+
+def unfreeze_top(model: keras.Model, from_layer: str = FINETUNE_FROM) -> int:
+    """Make the layers from `from_layer` on trainable (BatchNorm stays frozen); returns the count."""
+    names = [layer.name for layer in model.layers]
+    if from_layer not in names:
+        raise ValueError(f"{model.name} has no layer {from_layer}")
+    count = 0
+    for layer in model.layers[names.index(from_layer):]:
+        # Frozen BatchNorm keeps ImageNet statistics: small fine-tuning batches would wreck them.
+        if not isinstance(layer, layers.BatchNormalization):
+            layer.trainable = True
+            count += 1
+    return count

@@ -1,0 +1,219 @@
+"""The run store: one folder per training run, written atomically.
+
+    RUNS/<run_id>/
+        settings.json       the TrainSettings and the data folder
+        status.json         queued | running | done | failed | cancelled (+ pid, epoch, error)
+        split.csv           every image's split, label and patient (the split this run used)
+        history.json        per-epoch metrics, rewritten after each epoch
+        model.keras         appears only once complete (written to a temp name, then renamed)
+        threshold.json      the decision threshold chosen on validation, and its rule
+        evaluation_<split>.json, predictions_<split>.csv
+        log.txt             the training process's output
+
+Readers never see a half-written file: every write goes to a temp file in the
+same folder and is moved into place with os.replace. A folder that cannot be
+read shows as a broken run; it never breaks a listing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .config import UserError, runs_dir
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+FINISHED = "done"
+ACTIVE_STATES = ("queued", "running")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, allow_nan=False, default=str).encode())
+
+
+def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_bytes(path, frame.to_csv(index=False).encode())
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default
+
+
+def pid_alive(pid) -> bool:
+    """True while `pid` is a live process that is ours (a cxr_core job)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A zombie or a reused pid is not our job.
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        return b"cxr_core" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+
+
+@dataclass
+class Run:
+    """What a listing knows of one run folder, without loading its model."""
+
+    run_id: str
+    path: Path
+    state: str  # queued, running, done, failed, cancelled, interrupted, broken
+    settings: dict
+    status: dict
+    error: str | None = None
+
+    @property
+    def model(self) -> str:
+        return self.settings.get("model", "?")
+
+    @property
+    def has_model(self) -> bool:
+        return (self.path / "model.keras").is_file()
+
+    def evaluation(self, split: str) -> dict | None:
+        try:
+            return read_json(self.path / f"evaluation_{split}.json")
+        except (OSError, ValueError):
+            return None
+
+    def history(self) -> list[dict]:
+        try:
+            return read_json(self.path / "history.json", []) or []
+        except (OSError, ValueError):
+            return []
+
+
+class RunStore:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else runs_dir()
+
+    def run_path(self, run_id: str) -> Path:
+        """The folder of a run id; ids from users are checked so no path leaves the store."""
+        if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
+            raise UserError(f"invalid run id {run_id!r}: use the id shown by `python -m cxr_core runs`")
+        path = (self.root / run_id).resolve()
+        if path.parent != self.root.resolve():
+            raise UserError(f"invalid run id {run_id!r}")
+        return path
+
+    def new_run(self, settings: dict, data_dir: str, state: str = "queued") -> Run:
+        self.root.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for _ in range(100):
+            run_id = f"{stamp}-{settings['model']}-{os.urandom(2).hex()}"
+            path = self.root / run_id
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+        record = dict(settings, data_dir=str(data_dir))
+        atomic_write_json(path / "settings.json", record)
+        status = {"state": state, "created": time.time()}
+        atomic_write_json(path / "status.json", status)
+        return Run(run_id, path, state, record, status)
+
+    def set_status(self, run_id: str, **fields) -> dict:
+        path = self.run_path(run_id)
+        status = read_json(path / "status.json", {}) or {}
+        status.update(fields, updated=time.time())
+        atomic_write_json(path / "status.json", status)
+        return status
+
+    def get(self, run_id: str) -> Run:
+        path = self.run_path(run_id)
+        if not path.is_dir():
+            raise UserError(f"no run {run_id!r} in {self.root}; list runs with `python -m cxr_core runs`")
+        return self._read(path)
+
+    def _read(self, path: Path) -> Run:
+        try:
+            settings = read_json(path / "settings.json")
+            status = read_json(path / "status.json")
+            if not isinstance(settings, dict) or not isinstance(status, dict) or "model" not in settings:
+                raise ValueError("settings.json or status.json is missing or not a run's")
+        except (OSError, ValueError) as error:
+            return Run(path.name, path, "broken", {}, {}, error=f"unreadable run folder: {error}")
+        state = status.get("state", "broken")
+        error = status.get("error")
+        if state == "running" and not pid_alive(status.get("pid")):
+            state, error = "interrupted", "the training process died (killed or crashed) before finishing"
+        elif state == FINISHED and not (path / "model.keras").is_file():
+            state, error = "broken", "model.keras is missing"
+        return Run(path.name, path, state, settings, status, error=error)
+
+    def list(self) -> list[Run]:
+        """Every run folder, newest first; foreign files and hidden folders are skipped."""
+        if not self.root.is_dir():
+            return []
+        runs = [self._read(p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return sorted(runs, key=lambda r: r.status.get("created", 0) or 0, reverse=True)
+
+    def finished(self) -> list[Run]:
+        return [r for r in self.list() if r.state == FINISHED]
+
+    def delete(self, run_id: str) -> None:
+        run = self.get(run_id)
+        if run.state in ACTIVE_STATES:
+            raise UserError(f"run {run_id} is {run.state}; stop it before deleting it")
+        # Rename first so a listing never sees a half-deleted run.
+        trash = self.root / f".deleted-{run_id}-{os.getpid()}"
+        os.replace(run.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def load_model(self, run_id: str):
+        """The run's Keras model, loaded with safe_mode=True (no arbitrary code)."""
+        import keras
+
+        run = self.get(run_id)
+        model_path = run.path / "model.keras"
+        if not model_path.is_file():
+            raise UserError(f"run {run_id} has no model ({run.state}); train it to the end first")
+        try:
+            return keras.saving.load_model(model_path, safe_mode=True, compile=False)
+        except Exception as error:  # Keras raises many types for bad files
+            raise UserError(f"run {run_id}: model.keras cannot be loaded safely ({type(error).__name__}: {str(error)[:200]})") from None
+
+    def threshold(self, run_id: str) -> float:
+        data = read_json(self.run_path(run_id) / "threshold.json", {}) or {}
+        return float(data.get("threshold", 0.5))
+
+    def split(self, run_id: str) -> pd.DataFrame:
+        path = self.run_path(run_id) / "split.csv"
+        if not path.is_file():
+            raise UserError(f"run {run_id} has no split.csv; it did not get as far as splitting the data")
+        return pd.read_csv(path)

@@ -1,0 +1,65 @@
+"""Shared fixtures: a private cache and run store per test session, the demo
+data set, and one tiny finished run that many tests read.
+
+Nothing a test writes lands in the project folder: CXR_CACHE_DIR and
+CXR_RUNS_DIR point into pytest's temp folders.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "chest_xray"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_dirs(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    runs = tmp_path_factory.mktemp("runs")
+    old = {k: os.environ.get(k) for k in ("CXR_CACHE_DIR", "CXR_RUNS_DIR", "CXR_DATA_DIR")}
+    os.environ["CXR_CACHE_DIR"] = str(cache)
+    os.environ["CXR_RUNS_DIR"] = str(runs)
+    os.environ.pop("CXR_DATA_DIR", None)
+    yield {"cache": cache, "runs": runs}
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """A small synthetic data set in Kaggle layout (train/ and test/)."""
+    from cxr_core.demo import write_demo_dataset
+
+    return write_demo_dataset(tmp_path_factory.mktemp("demo") / "chest_xray", n_normal=60, n_pneumonia=60, seed=3, image_size=96)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(demo_dir, tmp_path_factory):
+    """One finished regularized_cnn run on the demo set: (store, run_id)."""
+    from cxr_core.config import default_settings
+    from cxr_core.jobs import submit
+    from cxr_core.store import RunStore
+    from cxr_core.train import run_job
+
+    store = RunStore(tmp_path_factory.mktemp("tiny_runs"))
+    settings = default_settings("regularized_cnn")
+    settings.epochs, settings.image_size, settings.batch_size = 2, 64, 16
+    run_id = submit(settings, demo_dir, store, start=False)
+    assert run_job(run_id, store, echo=lambda line: None) == "done", store.get(run_id).status
+    return store, run_id
+
+
+@pytest.fixture
+def real_data():
+    if not (REAL_DATA / "train").is_dir():
+        pytest.skip(f"real data not present at {REAL_DATA}")
+    return REAL_DATA
