@@ -64,7 +64,7 @@ class TrainSettings:
     batch_size: int = 32
     learning_rate: float = 1e-3
     # Square side in pixels; images are padded to square (aspect kept), then resized.
-    image_size: int = 160
+    image_size: int = 192
     # Random rotation/zoom/shift/contrast inside the model, active only in fit().
     augment: bool = True
     # Weight the loss by inverse class frequency: train is ~3:1 pneumonia:normal.

@@ -61,7 +61,7 @@ def _anatomy(rng: np.random.Generator) -> dict:
     return dict(
         cx=0.5 + rng.normal(0, 0.02), cy=0.5 + rng.normal(0, 0.02), scale=s,
         lung_ax=0.135 * s * rng.uniform(0.9, 1.1), lung_ay=0.27 * s * rng.uniform(0.9, 1.1),
-        heart_ax=0.12 * s * rng.uniform(0.85, 1.15), heart_ay=0.10 * s * rng.uniform(0.85, 1.15),
+        heart_ax=0.15 * s * rng.uniform(0.85, 1.15), heart_ay=0.12 * s * rng.uniform(0.85, 1.15),
         rib_gap=0.068 * s * rng.uniform(0.9, 1.1), rib_bend=rng.uniform(1.5, 2.8),
         rib_phase=rng.uniform(0, 1), tissue=rng.uniform(0.5, 0.62), air=rng.uniform(0.28, 0.36),
         clavicles=rng.random() < 0.85,
@@ -87,7 +87,7 @@ def _draw(a: dict, finding: str, rng: np.random.Generator, size: int) -> np.ndar
     lungs = [_ellipse(x, y, cx + side * 0.17 * s, lcy, a["lung_ax"] * apex, lay)
              for side in (-1, 1)]
     # Heart on the viewer's right (the patient's left, as on a PA film).
-    heart = _ellipse(x, y, cx + 0.055 * s, cy + 0.13 * s, a["heart_ax"], a["heart_ay"], 0.3)
+    heart = _ellipse(x, y, cx + 0.06 * s, cy + 0.11 * s, a["heart_ax"], a["heart_ay"], 0.3)
     mediastinum = _smoothstep(1 - lx / (0.06 * s))
     lungs = [m * (1 - heart) * (1 - mediastinum) for m in lungs]
     lung = np.maximum(*lungs)
@@ -106,15 +106,15 @@ def _draw(a: dict, finding: str, rng: np.random.Generator, size: int) -> np.ndar
             img += 0.16 * _segment(x, y, p, (cx + side * 0.3 * s, cy - 0.36 * s), 0.02 * s)
 
     if finding == "bacteria":
-        # Lobar consolidation: dense, confluent, one lung, often the lower zone.
+        # Lobar consolidation: one lobe of one lung turns patchy white up to a fissure.
         side = rng.choice(2)
-        zx, zy = cx + (2 * side - 1) * 0.17 * s, lcy + rng.uniform(-0.1, 0.16) * s
-        density = sum(np.exp(-(((x - zx - dx) ** 2 + (y - zy - dy) ** 2) / (2 * sig**2)))
-                      for dx, dy, sig in zip(rng.normal(0, 0.045, 5), rng.normal(0, 0.05, 5),
-                                             rng.uniform(0.03, 0.06, 5) * s))
+        upper = rng.random() < 0.35
+        fissure = lcy + rng.uniform(0.0, 0.1) * s * (1 if upper else -1) + rng.uniform(-0.3, 0.3) * (x - cx)
+        lobe = _smoothstep((fissure - y if upper else y - fissure) / (0.06 * s))
+        patches = np.clip(0.3 + _noise_field(rng, 8, size), 0, 1)
         # Mottled, not flat: a small receptive field can tell it from the flat heart or soft tissue.
-        mottle = 0.5 + _noise_field(rng, 40, size)
-        img += rng.uniform(0.3, 0.45) * (1 - np.exp(-2 * density)) * mottle * lungs[side]
+        mottle = 0.6 + 0.8 * _noise_field(rng, 40, size)
+        img += rng.uniform(0.35, 0.5) * lobe * patches * mottle * lungs[side]
     elif finding == "virus":
         # Interstitial pattern: bilateral, streaks radiating from both hila, patchy haze.
         haze = _noise_field(rng, 6, size) * (0.5 + _noise_field(rng, 48, size))
