@@ -1,5 +1,78 @@
-"""Placeholder entry point; the pages issue replaces it."""
+"""The chest X-ray pneumonia dashboard: a teaching and study tool over `cxr_core`.
+
+    streamlit run app.py                         # the synthetic demo data set
+    CXR_DATA_DIR=../shared/data/chest_xray streamlit run app.py
+
+Not for clinical use.
+"""
+
 import streamlit as st
 
-st.title("Chest X-ray pneumonia study")
-st.write("Not for clinical use.")
+import dashboard
+from cxr_core import explore
+
+st.set_page_config(page_title="Chest X-ray pneumonia study", page_icon=":material/pulmonology:", layout="wide")
+
+
+def home() -> None:
+    st.title("Chest X-ray pneumonia study")
+    st.error(dashboard.NOT_CLINICAL, icon=":material/medical_information:")
+    st.markdown(
+        "This dashboard teaches and studies how convolutional networks detect pneumonia on pediatric chest "
+        "X-rays (the Kermany 2018 data set, known on Kaggle as *Chest X-Ray Images (Pneumonia)*). Browse the "
+        "data and its traps, train the study's five models, compare them with honest uncertainty, and see "
+        "where a model looks when it calls an X-ray PNEUMONIA.")
+
+    st.subheader("Active data set")
+    scan, split = dashboard.require_data()
+    summary = explore.dataset_summary(scan)
+    if summary["synthetic"]:
+        st.warning(f"**{dashboard.DEMO_LABEL}.** {dashboard.SYNTHETIC_NOTE} Choose a real folder in the "
+                   "sidebar when one is configured (CXR_DATA_DIR).", icon=":material/science:")
+    else:
+        st.success(f"Real images from `{summary['root']}`.", icon=":material/folder_open:")
+    cols = st.columns(4)
+    cols[0].metric("Images", f"{summary['images']:,}")
+    cols[1].metric("NORMAL", f"{summary['classes']['NORMAL']:,}")
+    cols[2].metric("PNEUMONIA", f"{summary['classes']['PNEUMONIA']:,}")
+    cols[3].metric("Patients", f"{summary['patients']:,}")
+    folders = ", ".join(f"{name} {count:,}" for name, count in summary["official_splits"].items() if count)
+    st.caption(f"Images per folder on disk: {folders}."
+               + (f" Skipped: {', '.join(f'{n} {why}' for why, n in summary['skipped'].items())}."
+                  if summary["skipped"] else ""))
+
+    st.subheader("Runs")
+    store = dashboard.run_store()
+    runs = store.list()
+    finished = [r for r in runs if r.state == "done"]
+    active = [r for r in runs if r.state in ("queued", "running")]
+    cols = st.columns(3)
+    cols[0].metric("Runs", len(runs))
+    cols[1].metric("Finished", len(finished))
+    cols[2].metric("Training or queued", len(active), help="One job trains at a time; the rest wait in a queue.")
+    if not runs:
+        st.info("No runs yet. Start on the Train page: one click trains the regularized CNN on this data set "
+                "in a few minutes on a laptop CPU.")
+    elif any(r.state == "running" for r in active):
+        st.info("A model is training now; watch it on the Train page.")
+
+    st.subheader("Where to start")
+    st.page_link(dataset_page, label="Dataset: counts, imbalance, patients, sample images")
+    st.page_link(train_page, label="Train: pick a model, launch it, watch it learn")
+    st.page_link(compare_page, label="Compare: confusion matrices, ROC, thresholds, McNemar")
+    st.page_link(predict_page, label="Predict: upload an X-ray and see where the model looked")
+
+
+# The page files live in app_pages/, not pages/: Streamlit treats a pages/ folder as the old
+# multipage layout until some session has called st.navigation, so the first visit after a
+# restart to a deep link (say /compare) would run that page without this entry script.
+dataset_page = st.Page("app_pages/1_dataset.py", title="Dataset", icon=":material/photo_library:", url_path="dataset")
+train_page = st.Page("app_pages/2_train.py", title="Train", icon=":material/model_training:", url_path="train")
+compare_page = st.Page("app_pages/3_compare.py", title="Compare", icon=":material/compare:", url_path="compare")
+predict_page = st.Page("app_pages/4_predict.py", title="Predict", icon=":material/radiology:", url_path="predict")
+page = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
+                      dataset_page, train_page, compare_page, predict_page])
+
+dashboard.data_chooser()
+st.sidebar.caption("Not for clinical use. Teaching and research only.")
+page.run()

@@ -75,7 +75,6 @@ def cmd_info(args) -> int:
 
 def cmd_train(args) -> int:
     from . import jobs
-    from .train import run_job
 
     settings = default_settings(args.model)
     for field in ("epochs", "image_size", "batch_size", "learning_rate", "weights", "seed"):
@@ -88,15 +87,20 @@ def cmd_train(args) -> int:
         settings.class_weighting = False
     if settings.epochs < 1 or settings.image_size < 32 or settings.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1, --image-size at least 32")
+    if settings.weights not in ("imagenet", "none") and not os.path.isfile(os.path.expanduser(settings.weights)):
+        raise UserError(f"--weights {settings.weights}: no such file; pass imagenet, none, or the path to a weights file")
     store = _store(args)
     data_dir = _data_arg(args.data)
     from . import data
 
-    data.resolve_root(data_dir)  # fail before creating a run folder
+    data.scan_folder(data_dir)  # a missing folder, no images, one class: fail before creating a run folder
     with jobs.worker_lock(store):
+        import keras  # noqa: F401  TensorFlow's slow import, before the run exists (a Ctrl-C here leaves nothing)
         run_id = jobs.submit(settings, data_dir, store, start=False)
         print(f"run {run_id}: {settings.model}, {settings.epochs} epochs at {settings.image_size}px", flush=True)
-        state = run_job(run_id, store, echo=lambda line: print(line, flush=True))
+        state = jobs.run_one(run_id, store, echo=lambda line: print(line, flush=True))
+    if jobs.queued(store):
+        jobs.spawn_worker(store)  # runs queued from the dashboard while this one held the lock
     print(run_id)
     return 0 if state == "done" else 1
 
@@ -183,8 +187,15 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too, like every other error (subcommands inherit this)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m cxr_core", description="Chest X-ray pneumonia study: data, training, evaluation.")
+    root = _Parser(prog="python -m cxr_core", description="Chest X-ray pneumonia study: data, training, evaluation.")
     sub = root.add_subparsers(dest="command", required=True)
 
     def add(name, func, help_text):
@@ -251,6 +262,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # an unwritable run store, a full disk: say so, no traceback
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
 # The official val split has 16 images: far too few to pick a threshold or stop early on.
 MIN_OFFICIAL_VAL = 100
+MACOS_JUNK = "__MACOSX"
 
 _PNEUMONIA_NAME = re.compile(r"(person\d+)_(bacteria|virus)", re.IGNORECASE)
 _NORMAL_NAME = re.compile(r"((?:NORMAL2-)?IM-\d+)", re.IGNORECASE)
@@ -56,19 +57,34 @@ def parse_name(file_name: str, label: int) -> tuple[str, str]:
     return stem, "none" if label == 0 else "unknown"
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop
+        return False
+
+
+def _count_files(folder: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder, followlinks=False))
+
+
 def _child(folder: Path, name: str) -> Path | None:
     """A sub-folder by case-insensitive name."""
     try:
         for entry in os.scandir(folder):
-            if entry.is_dir() and entry.name.lower() == name.lower():
+            if entry.name.lower() == name.lower() and _is_dir(entry):
                 return Path(entry.path)
     except OSError:
         return None
     return None
 
 
-def resolve_root(path: str | os.PathLike) -> Path:
-    """The folder that holds train/, descending through Kaggle's `chest_xray/` nesting."""
+def resolve_root(path: str | os.PathLike, *, require_train: bool = True) -> Path:
+    """The folder that holds train/, descending through Kaggle's `chest_xray/` nesting.
+
+    With require_train=False a folder that holds only test/ (a withheld test set
+    to evaluate a run on) is accepted too.
+    """
     root = Path(path).expanduser().absolute()
     if not root.exists():
         raise UserError(f"data folder {root} does not exist; pass --data with the folder that holds train/ (or set CXR_DATA_DIR)")
@@ -79,9 +95,10 @@ def resolve_root(path: str | os.PathLike) -> Path:
                 "and point --data at the extracted chest_xray folder"
             )
         raise UserError(f"{root} is a file, not a folder; pass the folder that holds train/NORMAL and train/PNEUMONIA")
+    wanted = ("train",) if require_train else ("train", "test")
     candidate = root
     for _ in range(3):
-        if _child(candidate, "train") is not None:
+        if any(_child(candidate, name) is not None for name in wanted):
             return candidate
         nested = _child(candidate, "chest_xray")
         if nested is None:
@@ -94,28 +111,62 @@ def resolve_root(path: str | os.PathLike) -> Path:
     )
 
 
-def scan_folder(path: str | os.PathLike) -> Scan:
+def scan_folder(path: str | os.PathLike, *, require_train: bool = True) -> Scan:
     """Walk ROOT/{train,val,test}/{NORMAL,PNEUMONIA}; count what is skipped and why."""
     from .demo import is_synthetic
 
-    root = resolve_root(path)
+    root = resolve_root(path, require_train=require_train)
     rows: list[dict] = []
     skipped: dict[str, int] = {}
 
-    def skip(reason: str) -> None:
-        skipped[reason] = skipped.get(reason, 0) + 1
+    def skip(reason: str, count: int = 1) -> None:
+        if count:
+            skipped[reason] = skipped.get(reason, 0) + count
+
+    def skip_junk(folder: Path, dirs: list[str], files: list[str]) -> None:
+        """Count what sits beside the expected folders: macOS metadata, hidden and stray entries."""
+        for name in dirs:
+            if name == MACOS_JUNK:
+                skip("macOS metadata file (__MACOSX)", _count_files(folder / name))
+            elif name.startswith("."):
+                skip("hidden folder")
+        for name in files:
+            if name.startswith("."):
+                skip("hidden file")
+            else:
+                skip("image outside NORMAL/ and PNEUMONIA/" if Path(name).suffix.lower() in IMAGE_SUFFIXES
+                     else "not an image file")
+
+    # Kaggle's archive puts __MACOSX beside the data, at any level down to the root.
+    level, given = root, Path(path).expanduser().absolute()
+    for _ in range(4):
+        if _child(level, MACOS_JUNK) is not None:
+            skip("macOS metadata file (__MACOSX)", _count_files(level / MACOS_JUNK))
+        if level == given or level.parent == level:
+            break
+        level = level.parent
 
     for split in SPLITS:
         split_dir = _child(root, split)
         if split_dir is None:
             continue
+        try:
+            entries = list(os.scandir(split_dir))
+        except OSError:
+            entries = []
+        expected = {c.lower() for c in CLASSES}
+        skip_junk(split_dir,
+                  [e.name for e in entries if _is_dir(e) and e.name.lower() not in expected and
+                   (e.name == MACOS_JUNK or e.name.startswith("."))],
+                  [e.name for e in entries if not _is_dir(e)])
         for label, class_name in enumerate(CLASSES):
             class_dir = _child(split_dir, class_name)
             if class_dir is None:
                 continue
             # followlinks=False: a symlink loop inside a class folder cannot hang the scan.
             for folder, dirs, files in os.walk(class_dir, followlinks=False):
-                dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__MACOSX"]
+                skip_junk(Path(folder), [d for d in dirs if d.startswith(".") or d == MACOS_JUNK], [])
+                dirs[:] = [d for d in dirs if not d.startswith(".") and d != MACOS_JUNK]
                 for name in sorted(files):
                     if name.startswith("."):
                         skip("hidden file")
@@ -141,6 +192,8 @@ def scan_folder(path: str | os.PathLike) -> Scan:
     manifest = pd.DataFrame(rows, columns=["path", "source_split", "label", "class_name", "patient_id", "kind"])
     if manifest.empty:
         raise UserError(f"no images found under {root}/train/NORMAL or {root}/train/PNEUMONIA")
+    if not require_train:
+        return Scan(root=root, manifest=manifest, skipped=skipped, synthetic=is_synthetic(root))
     train_classes = set(manifest.loc[manifest.source_split == "train", "label"])
     if len(train_classes) < 2:
         missing = [c for i, c in enumerate(CLASSES) if i not in train_classes]

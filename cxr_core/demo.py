@@ -57,10 +57,10 @@ def _noise_field(rng: np.random.Generator, cells: int, size: int) -> np.ndarray:
 
 def _anatomy(rng: np.random.Generator) -> dict:
     """One patient's body; drawn once per person so a person's images look alike."""
-    s = rng.uniform(0.85, 1.05)  # child size and how much of the film the chest fills
+    s = rng.uniform(1.05, 1.17)  # child size and how much of the film the chest fills
     return dict(
         cx=0.5 + rng.normal(0, 0.02), cy=0.5 + rng.normal(0, 0.02), scale=s,
-        lung_ax=0.135 * s * rng.uniform(0.9, 1.1), lung_ay=0.27 * s * rng.uniform(0.9, 1.1),
+        lung_ax=0.135 * s * rng.uniform(0.94, 1.06), lung_ay=0.27 * s * rng.uniform(0.94, 1.06),
         heart_ax=0.15 * s * rng.uniform(0.85, 1.15), heart_ay=0.12 * s * rng.uniform(0.85, 1.15),
         rib_gap=0.068 * s * rng.uniform(0.9, 1.1), rib_bend=rng.uniform(1.5, 2.8),
         rib_phase=rng.uniform(0, 1), tissue=rng.uniform(0.5, 0.62), air=rng.uniform(0.28, 0.36),
@@ -106,22 +106,32 @@ def _draw(a: dict, finding: str, rng: np.random.Generator, size: int) -> np.ndar
             img += 0.16 * _segment(x, y, p, (cx + side * 0.3 * s, cy - 0.36 * s), 0.02 * s)
 
     if finding == "bacteria":
-        # Lobar consolidation: one lobe of one lung turns patchy white up to a fissure.
-        side = rng.choice(2)
-        upper = rng.random() < 0.35
-        fissure = lcy + rng.uniform(0.0, 0.1) * s * (1 if upper else -1) + rng.uniform(-0.3, 0.3) * (x - cx)
+        # Lobar consolidation: one lobe of one lung turns patchy white up to a fissure. The
+        # fissure is placed by visible lung share, so a lobe behind the heart is never a sliver.
+        side, upper = rng.choice(2), rng.random() < 0.35
+        sign = 2 * side - 1
+        share = np.cumsum(lungs[side].sum(axis=1)) / lungs[side].sum()  # lung share above each row
+        part = rng.uniform(0.5, 0.8)
+        fissure = (np.searchsorted(share, part if upper else 1 - part) + 0.5) / size
+        fissure = fissure + rng.uniform(-0.3, 0.3) * (x - cx - sign * 0.17 * s)
         lobe = _smoothstep((fissure - y if upper else y - fissure) / (0.06 * s))
-        patches = np.clip(0.3 + _noise_field(rng, 8, size), 0, 1)
+        patches = np.clip(0.5 + _noise_field(rng, 8, size), 0, 1)
         # Mottled, not flat: a small receptive field can tell it from the flat heart or soft tissue.
-        mottle = 0.6 + 0.8 * _noise_field(rng, 40, size)
-        img += rng.uniform(0.35, 0.5) * lobe * patches * mottle * lungs[side]
+        mottle = 0.3 + 1.4 * _noise_field(rng, 20, size)
+        # Air bronchograms: dark airways inside the white lobe, the reverse of a rib's bright-on-dark.
+        hilum = (cx + sign * 0.08 * s, lcy + 0.02 * s)
+        bronchi = np.zeros_like(lobe)
+        for theta, length in zip(rng.uniform(-0.2, 1.2, 4) * (-1 if upper else 1), rng.uniform(0.12, 0.25, 4) * s):
+            end = (hilum[0] + sign * length * np.cos(theta), hilum[1] + length * np.sin(theta))
+            bronchi = np.maximum(bronchi, _segment(x, y, hilum, end, 0.009 * s))
+        img += rng.uniform(0.45, 0.6) * lobe * patches * mottle * (1 - 0.5 * bronchi) * lungs[side]
     elif finding == "virus":
         # Interstitial pattern: bilateral, streaks radiating from both hila, patchy haze.
         haze = _noise_field(rng, 6, size) * (0.5 + _noise_field(rng, 48, size))
         angle = np.arctan2(y - lcy, lx - 0.05 * s)
         streaks = (0.5 + 0.5 * np.cos(angle * rng.uniform(14, 22) + rng.uniform(0, 6.3))) ** 3
         hilar = np.exp(-np.hypot(lx - 0.08 * s, y - lcy) / (0.2 * s))
-        img += rng.uniform(0.2, 0.32) * (0.35 * haze + 0.35 * streaks + 0.5 * hilar) * lung
+        img += rng.uniform(0.3, 0.4) * (0.35 * haze + 0.35 * streaks + 0.5 * hilar) * lung
     elif rng.random() < 0.5:
         # Harmless findings on normal films, so "anything bright in a lung" is not the rule.
         kind = rng.choice(["granuloma", "soft_tissue", "wire"])
@@ -134,11 +144,14 @@ def _draw(a: dict, finding: str, rng: np.random.Generator, size: int) -> np.ndar
         else:
             p = (rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.4))
             img += 0.3 * _segment(x, y, p, (rng.uniform(0.1, 0.9), rng.uniform(0.6, 0.95)), 0.006)
+    # Fine grain everywhere (bone, vessels, film): real films are never flat, and flat regions
+    # make a small CNN's batch-norm statistics swing from step to step.
+    img += 0.08 * (_noise_field(rng, size // 3, size) - 0.5) * (0.3 + torso)
     img[: max(2, size // 24), size // 20: size // 20 + max(2, size // 32)] += 0.5  # the "R" side marker
 
     # Exposure differs per film, far more than the opacities shift the mean.
-    img = (img - 0.4) * rng.uniform(0.75, 1.25) + 0.4 + rng.normal(0, 0.07)
-    img = np.clip(img, 0, 1) ** rng.uniform(0.8, 1.25) + rng.normal(0, rng.uniform(0.01, 0.03), img.shape)
+    img = (img - 0.4) * rng.uniform(0.85, 1.15) + 0.4 + rng.normal(0, 0.05)
+    img = np.clip(img, 0, 1) ** rng.uniform(0.87, 1.15) + rng.normal(0, rng.uniform(0.01, 0.03), img.shape)
     pil = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
     return pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.1) * size / 192))
 

@@ -83,6 +83,10 @@ def read_image_file(path: str | os.PathLike, *, target_size: int | None = None) 
     return decode_image(data, str(path), target_size=target_size)
 
 
+# Part of every decoded-image cache key: bump it whenever preprocess() changes.
+PREPROCESS_VERSION = "pad-square-autocontrast-v2"
+
+
 def preprocess(gray: np.ndarray, image_size: int) -> np.ndarray:
     """The one preprocessing step: pad to a centred black square (aspect kept), resize to image_size.
 
@@ -99,6 +103,9 @@ def preprocess(gray: np.ndarray, image_size: int) -> np.ndarray:
     # BILINEAR in Pillow widens its kernel when shrinking (area-like, no aliasing);
     # reducing_gap first box-reduces huge images, which is fast and as good.
     small = Image.fromarray(gray).resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    # Stretch each film to its own 0.5%..99.5% range: exposure and contrast differ
+    # between machines and hospitals, and the model should not learn them.
+    small = ImageOps.autocontrast(small, cutoff=0.5)
     # Black padding: the film's surroundings are dark on these X-rays, and a
     # constant keeps the model from learning anything from the padding.
     canvas = Image.new("L", (image_size, image_size), 0)

@@ -86,10 +86,11 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
         return read_json(stored)
     if split_name not in data_mod.SPLITS:
         raise UserError(f"unknown split {split_name!r}; use one of {', '.join(data_mod.SPLITS)}")
-    root = data_mod.resolve_root(data_dir or run.settings.get("data_dir", ""))
+    # Another folder may hold only test/ (a withheld test set): it needs no train/.
+    root = data_mod.resolve_root(data_dir or run.settings.get("data_dir", ""), require_train=data_dir is None)
     if data_dir is not None and split_name == "test" and (_official(root, "test")):
         # Another folder's official test split: evaluate every image in it.
-        part = data_mod.scan_folder(root).manifest
+        part = data_mod.scan_folder(root, require_train=False).manifest
         part = part[part.source_split == "test"].assign(split="test")
     else:
         recorded = store.split(run_id)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,63 +28,132 @@ from .store import RunStore
 LOCK_NAME = ".worker.lock"
 
 
-@contextmanager
-def worker_lock(store: RunStore, wait: bool = False):
-    """Hold the single-worker lock, or raise UserError if another worker has it."""
+def _acquire(store: RunStore, wait: bool = False):
+    """The locked lock file's handle, or None if another process holds the lock."""
     store.root.mkdir(parents=True, exist_ok=True)
     handle = open(store.root / LOCK_NAME, "a+")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            running = [r.run_id for r in store.list() if r.state == "running"]
-            what = f"run {running[0]}" if running else "another run"
-            raise UserError(f"a training job is already running ({what}); wait for it or stop it first") from None
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def _busy(store: RunStore) -> UserError:
+    running = [r.run_id for r in store.list() if r.state == "running"]
+    what = f"run {running[0]}" if running else "another run"
+    return UserError(f"a training job is already running ({what}); wait for it or stop it first")
+
+
+@contextmanager
+def worker_lock(store: RunStore, wait: bool = False):
+    """Hold the single-worker lock, or raise UserError if another worker has it."""
+    handle = _acquire(store, wait)
+    if handle is None:
+        raise _busy(store)
+    try:
         yield
     finally:
         handle.close()
 
 
 def worker_running(store: RunStore) -> bool:
-    try:
-        with worker_lock(store):
-            return False
-    except UserError:
+    handle = _acquire(store)
+    if handle is None:
         return True
+    handle.close()
+    return False
 
 
 def queued(store: RunStore) -> list:
-    return sorted((r for r in store.list() if r.state == "queued"), key=lambda r: r.status.get("created", 0))
+    return sorted((r for r in store.list() if r.state == "queued"), key=lambda r: r.created)
+
+
+@contextmanager
+def _signals_cancel():
+    """While a job runs, SIGTERM and SIGINT end it as 'cancelled', whatever stage it is at.
+
+    train.fit installs its own flag for the epochs (it stops between batches);
+    this covers the rest of the job: decoding images, building the model, the
+    final evaluation and save. Without it a Stop during those stages killed
+    the process and left the run 'interrupted'.
+    """
+    from .train import Cancelled
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    fired = False
+
+    def handler(signum, frame):
+        nonlocal fired
+        if not fired:  # once: a second signal must not break the cleanup of the first
+            fired = True
+            raise Cancelled()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_one(run_id: str, store: RunStore, echo=print) -> str:
+    """Train one run in this process (the caller holds the worker lock); returns its final state."""
+    from .train import Cancelled, run_job
+
+    with _signals_cancel():
+        try:
+            return run_job(run_id, store, echo)
+        except Cancelled:  # the signal came before run_job's own handling began
+            store.set_status(run_id, state="cancelled", finished=time.time(), error="stopped by the user")
+            echo(f"run {run_id} cancelled")
+            return "cancelled"
 
 
 def work(store: RunStore, echo=print) -> list[str]:
     """The worker loop: train queued runs until none are left. Returns the run ids trained."""
-    from .train import run_job
+    trained: list[str] = []
+    handle = _acquire(store)
+    if handle is None:
+        raise _busy(store)
+    while handle is not None:
+        try:
+            while True:
+                waiting = queued(store)
+                if not waiting:
+                    break
+                import keras  # noqa: F401  TensorFlow's slow import, before the run is marked running
 
-    trained = []
-    with worker_lock(store):
-        while True:
-            waiting = queued(store)
-            if not waiting:
-                return trained
-            run_id = waiting[0].run_id
-            echo(f"training {run_id}")
-            state = run_job(run_id, store, echo)
-            trained.append(run_id)
-            if state == "cancelled" and os.environ.get("CXR_WORKER_STOP_ON_CANCEL", "0") == "1":
-                return trained
+                run_id = waiting[0].run_id
+                echo(f"training {run_id}")
+                state = run_one(run_id, store, echo)
+                trained.append(run_id)
+                if state == "cancelled" and os.environ.get("CXR_WORKER_STOP_ON_CANCEL", "0") == "1":
+                    return trained
+        finally:
+            handle.close()
+        # A run submitted after our last look, while we still held the lock, found
+        # a worker "running" and started none: look again, or it would wait forever.
+        # If another process holds the lock by now, it does the same when it ends.
+        if not queued(store):
+            break
+        handle = _acquire(store)
+    return trained
 
 
 def spawn_worker(store: RunStore) -> subprocess.Popen | None:
     """Start a background worker unless one is running. Its output goes to RUNS/worker.log."""
     if worker_running(store):
         return None
-    log = open(store.root / "worker.log", "ab")
     command = [sys.executable, "-m", "cxr_core", "worker", "--runs", str(store.root)]
     # A new session: the worker outlives a Streamlit rerun or a server restart.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=PROJECT_ROOT, env=env, start_new_session=True)
+    with open(store.root / "worker.log", "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=PROJECT_ROOT, env=env, start_new_session=True)
 
 
 def submit(settings: TrainSettings, data_dir, store: RunStore | None = None, *, start: bool = True) -> str:
@@ -116,6 +187,7 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
 def wait(run_id: str, store: RunStore, timeout: float = 600.0, poll: float = 0.5) -> str:
     """Block until a run leaves queued/running (for scripts and tests); returns its state."""
     deadline = time.time() + timeout
+    state = store.get(run_id).state
     while time.time() < deadline:
         state = store.get(run_id).state
         if state not in ("queued", "running"):

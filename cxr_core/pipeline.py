@@ -25,8 +25,6 @@ from .config import cache_dir
 from .data import fingerprint
 from .store import atomic_write_json
 
-# Bump when images.preprocess changes, so old caches are not reused.
-PREPROCESS_VERSION = "pad-square-v1"
 
 
 @dataclass
@@ -62,7 +60,7 @@ def build_cache(paths: list[str], image_size: int, *, workers: int | None = None
     Unreadable images become black rows and are listed in `failed`; callers
     drop them, so one corrupt file does not stop a training run.
     """
-    key = fingerprint(paths, image_size, PREPROCESS_VERSION)
+    key = fingerprint(paths, image_size, images.PREPROCESS_VERSION)
     folder = cache_dir() / "images"
     folder.mkdir(parents=True, exist_ok=True)
     data_path = folder / f"{key}-{image_size}.u8"
@@ -98,13 +96,17 @@ def build_cache(paths: list[str], image_size: int, *, workers: int | None = None
 
     # Pillow releases the GIL while decoding, so threads use every core.
     workers = workers or max(2, os.cpu_count() or 2)
+    pool = ThreadPoolExecutor(workers)
     try:
-        with open(tmp_path, "wb") as out, ThreadPoolExecutor(workers) as pool:
-            for index, data in pool.map(load, enumerate(paths), chunksize=16):
+        with open(tmp_path, "wb") as out:
+            for index, data in pool.map(load, enumerate(paths)):
                 out.seek(index * row_bytes)
                 out.write(data)
         os.replace(tmp_path, data_path)
     finally:
+        # On an error or a cancel (SIGTERM raises in this thread) drop the images not
+        # yet decoded instead of decoding the whole set first.
+        pool.shutdown(wait=True, cancel_futures=True)
         if tmp_path.exists():
             tmp_path.unlink()
     atomic_write_json(meta_path, {"count": len(paths), "image_size": image_size, "failed": failed})

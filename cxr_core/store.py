@@ -33,6 +33,7 @@ from .config import UserError, runs_dir
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 FINISHED = "done"
 ACTIVE_STATES = ("queued", "running")
+STATES = ("queued", "running", "done", "failed", "cancelled")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -104,17 +105,27 @@ class Run:
     def has_model(self) -> bool:
         return (self.path / "model.keras").is_file()
 
+    @property
+    def created(self) -> float:
+        """When the run was queued (0 if its status does not say): the listing's sort key."""
+        try:
+            return float(self.status.get("created") or 0)
+        except (TypeError, ValueError):
+            return 0.0
+
     def evaluation(self, split: str) -> dict | None:
         try:
-            return read_json(self.path / f"evaluation_{split}.json")
+            result = read_json(self.path / f"evaluation_{split}.json")
         except (OSError, ValueError):
             return None
+        return result if isinstance(result, dict) else None
 
     def history(self) -> list[dict]:
         try:
-            return read_json(self.path / "history.json", []) or []
+            rows = read_json(self.path / "history.json", [])
         except (OSError, ValueError):
             return []
+        return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
 
 
 class RunStore:
@@ -123,7 +134,7 @@ class RunStore:
 
     def run_path(self, run_id: str) -> Path:
         """The folder of a run id; ids from users are checked so no path leaves the store."""
-        if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or ".." in run_id:
             raise UserError(f"invalid run id {run_id!r}: use the id shown by `python -m cxr_core runs`")
         path = (self.root / run_id).resolve()
         if path.parent != self.root.resolve():
@@ -168,9 +179,11 @@ class RunStore:
                 raise ValueError("settings.json or status.json is missing or not a run's")
         except (OSError, ValueError) as error:
             return Run(path.name, path, "broken", {}, {}, error=f"unreadable run folder: {error}")
-        state = status.get("state", "broken")
+        state = status.get("state")
         error = status.get("error")
-        if state == "running" and not pid_alive(status.get("pid")):
+        if state not in STATES:
+            state, error = "broken", f"status.json has no known state ({str(state)[:40]!r})"
+        elif state == "running" and not pid_alive(status.get("pid")):
             state, error = "interrupted", "the training process died (killed or crashed) before finishing"
         elif state == FINISHED and not (path / "model.keras").is_file():
             state, error = "broken", "model.keras is missing"
@@ -181,7 +194,7 @@ class RunStore:
         if not self.root.is_dir():
             return []
         runs = [self._read(p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        return sorted(runs, key=lambda r: r.status.get("created", 0) or 0, reverse=True)
+        return sorted(runs, key=lambda r: r.created, reverse=True)
 
     def finished(self) -> list[Run]:
         return [r for r in self.list() if r.state == FINISHED]
@@ -209,11 +222,17 @@ class RunStore:
             raise UserError(f"run {run_id}: model.keras cannot be loaded safely ({type(error).__name__}: {str(error)[:200]})") from None
 
     def threshold(self, run_id: str) -> float:
-        data = read_json(self.run_path(run_id) / "threshold.json", {}) or {}
-        return float(data.get("threshold", 0.5))
+        try:
+            data = read_json(self.run_path(run_id) / "threshold.json", {}) or {}
+            return float(data.get("threshold", 0.5))
+        except (OSError, ValueError, TypeError, AttributeError) as error:
+            raise UserError(f"run {run_id}: threshold.json is unreadable ({type(error).__name__}); retrain the run") from None
 
     def split(self, run_id: str) -> pd.DataFrame:
         path = self.run_path(run_id) / "split.csv"
         if not path.is_file():
             raise UserError(f"run {run_id} has no split.csv; it did not get as far as splitting the data")
-        return pd.read_csv(path)
+        try:
+            return pd.read_csv(path)
+        except (OSError, ValueError) as error:  # pandas' parser errors are ValueErrors
+            raise UserError(f"run {run_id}: split.csv is unreadable ({type(error).__name__})") from None

@@ -1,0 +1,152 @@
+"""Train: launch one of the five study models as a background job, watch it learn, manage runs."""
+
+from dataclasses import replace
+
+import streamlit as st
+
+import dashboard
+from cxr_core import explore, jobs
+from cxr_core.config import MODEL_NAMES, UserError, default_settings
+from cxr_core.models import DESCRIPTIONS
+
+st.title("Train")
+st.markdown("Pick a model and a recipe and launch it. Training runs in its own background process, one job at "
+            "a time (the rest wait in a queue), so you can switch pages, refresh or close the browser while it "
+            "learns. The curves show loss and accuracy on the training images and on held-out validation images.")
+scan, _ = dashboard.require_data()
+dashboard.data_caption(scan)
+store = dashboard.run_store()
+
+
+st.header("Launch a run")
+model = st.selectbox("Model", MODEL_NAMES, index=MODEL_NAMES.index("regularized_cnn"), key="train_model")
+st.info(DESCRIPTIONS[model], icon=":material/info:")
+defaults = default_settings(model)
+choices = dashboard.with_default
+with st.form("recipe"):
+    cols = st.columns(3)
+    epochs = cols[0].number_input("Epochs", 1, 200, defaults.epochs, key=f"epochs_{model}",
+                                  help="Training stops early when validation AUC stops improving.")
+    batches = choices([8, 16, 32, 64, 128], defaults.batch_size)
+    batch_size = cols[1].selectbox("Batch size", batches, index=batches.index(defaults.batch_size),
+                                   key=f"batch_{model}")
+    learning_rate = cols[2].select_slider("Learning rate", choices([1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+                                                                   defaults.learning_rate),
+                                          value=defaults.learning_rate, format_func=lambda v: f"{v:g}",
+                                          key=f"lr_{model}")
+    cols = st.columns(3)
+    image_size = cols[0].select_slider("Image size (pixels a side)", choices([64, 96, 128, 160, 192, 224],
+                                                                             defaults.image_size),
+                                       value=defaults.image_size, key=f"size_{model}")
+    augment = cols[1].checkbox("Augmentation (rotation, zoom, shift, contrast)", defaults.augment, key=f"aug_{model}")
+    weighting = cols[2].checkbox("Class weighting (inverse frequency)", defaults.class_weighting, key=f"cw_{model}")
+    weights = defaults.weights
+    if defaults.weights == "imagenet":
+        weights = st.radio("Start from", ["imagenet", "none"], horizontal=True, key=f"weights_{model}",
+                           format_func={"imagenet": "ImageNet weights (downloaded once; needs a network)",
+                                        "none": "random weights (works offline, learns slowly)"}.get)
+    launch = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
+if launch:
+    settings = replace(defaults, epochs=int(epochs), batch_size=batch_size, learning_rate=learning_rate,
+                       image_size=image_size, augment=augment, class_weighting=weighting, weights=weights)
+    ahead = len(jobs.queued(store)) + any(r.state == "running" for r in store.list())
+    try:
+        run_id = jobs.submit(settings, scan.root, store)
+        st.success(f"Run {run_id} queued behind {ahead} other run(s)." if ahead else f"Run {run_id} started.")
+    except UserError as error:
+        st.error(str(error))
+
+lineup_col, note_col = st.columns([1, 3])
+if lineup_col.button("Train the study's lineup", icon=":material/playlist_play:"):
+    for name in MODEL_NAMES:
+        jobs.submit(default_settings(name), scan.root, store, start=False)
+    jobs.spawn_worker(store)
+    st.success(f"Queued {len(MODEL_NAMES)} runs: {', '.join(MODEL_NAMES)}. They train one after another.")
+note_col.caption("Queues the five models with their default recipes. The transfer models start from ImageNet "
+                 "weights, which must be downloaded once: without a network those runs fail with a message "
+                 "that says how to provide the weights file.")
+
+
+@st.fragment(run_every="2s")
+def live_progress() -> None:
+    runs = store.list()
+    running = [r for r in runs if r.state == "running"]
+    waiting = jobs.queued(store)
+    for run in running:
+        progress = explore.training_progress(run)
+        st.subheader(f"Training {explore.run_label(run)}")
+        batch = f", batch {progress['batch']} of {progress['steps_per_epoch']}" if progress["steps_per_epoch"] else ""
+        text = (f"epoch {progress['epoch']} of {progress['epochs']}{batch}" if progress["epoch"] or batch
+                else "preparing: decoding and caching the images")
+        st.progress(progress["fraction"], text=text)
+        cols = st.columns(3)
+        cols[0].metric("Elapsed", dashboard.fmt_duration(progress["elapsed_s"]))
+        remaining = progress["remaining_s"]
+        cols[1].metric("Estimated remaining",
+                       "after epoch 1" if remaining is None else dashboard.fmt_duration(remaining))
+        if cols[2].button("Stop", key=f"stop_{run.run_id}", type="primary", icon=":material/stop:"):
+            try:
+                jobs.cancel(run.run_id, store)
+                st.warning("Stopping: the current batch finishes, then the run is marked cancelled.")
+            except UserError as error:  # it ended between the page drawing the button and the click
+                st.info(str(error))
+        history = explore.history_frame({explore.run_label(run): run})
+        if history.empty:
+            st.caption("The curves appear when the first epoch ends.")
+        else:
+            st.plotly_chart(dashboard.history_figure(history), key=f"live_{run.run_id}")
+    if not running:
+        st.caption("No model is training right now.")
+    for run in waiting:
+        cols = st.columns([4, 1])
+        cols[0].write(f"Queued: **{explore.run_label(run)}** ({run.settings.get('epochs')} epochs)")
+        if cols[1].button("Remove", key=f"dequeue_{run.run_id}"):
+            try:
+                jobs.cancel(run.run_id, store)
+            except UserError:
+                pass  # it left the queue in the meantime; the rerun shows where it is now
+            st.rerun(scope="app")
+    st.header("Runs")
+    if not runs:
+        st.info("No runs yet: launch one above. On the demo data a regularized CNN at 64 to 128 pixels trains "
+                "in a minute or two on a laptop CPU.")
+    else:
+        st.dataframe(explore.runs_table(runs), hide_index=True, placeholder="–", column_config={
+            m: st.column_config.NumberColumn(format="%.3f") for m in ("accuracy", "sensitivity", "specificity", "auc")})
+        st.caption("Metrics are on the run's test split at the threshold chosen on validation. States: queued, "
+                   "running, done, failed, cancelled, interrupted (the process died), broken (files missing or "
+                   "unreadable).")
+    dashboard.keep_queue_moving(store)
+    # When a run starts or ends between two timed reruns, rerun the whole page so the delete list follows.
+    if st.session_state.get("train_signature") != signature(runs):
+        st.rerun(scope="app")
+
+
+def signature(runs) -> tuple:
+    return tuple((r.run_id, r.state) for r in runs)
+
+
+st.header("Progress")
+st.session_state["train_signature"] = signature(store.list())
+live_progress()
+
+runs = store.list()
+deletable = [r.run_id for r in runs if r.state not in ("queued", "running")]
+if deletable:
+    cols = st.columns([3, 1], vertical_alignment="bottom")
+    target = cols[0].selectbox("Delete a run", deletable, key="delete_target")
+    if cols[1].button("Delete...", icon=":material/delete:"):
+        st.session_state["confirm_delete"] = target
+    if st.session_state.get("confirm_delete") == target:
+        st.warning(f"Delete run **{target}** and its model for good?")
+        yes, no = st.columns(2)
+        if yes.button("Yes, delete it", type="primary"):
+            st.session_state.pop("confirm_delete", None)
+            try:
+                store.delete(target)
+                st.rerun()
+            except UserError as error:
+                st.error(str(error))
+        if no.button("Cancel"):
+            st.session_state.pop("confirm_delete", None)
+            st.rerun()

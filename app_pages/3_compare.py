@@ -1,0 +1,129 @@
+"""Compare finished runs: metrics with intervals, confusion matrices under a live threshold, curves, McNemar."""
+
+import os
+
+import streamlit as st
+
+import dashboard
+from cxr_core import data, evaluate, explore, reference
+from cxr_core.config import UserError
+
+st.title("Compare runs")
+st.markdown("Put finished runs side by side on the same held-out images. Sensitivity is the share of pneumonia "
+            "cases caught, specificity the share of healthy children correctly cleared; the intervals show how "
+            "much each figure could move on another sample of images.")
+store = dashboard.run_store()
+finished = {explore.run_label(r): r for r in store.finished()}
+if not finished:
+    st.info("No finished runs yet. Train a model first; it appears here when it is done.")
+    dashboard.page_link_to_train()
+    st.stop()
+
+cols = st.columns([1, 3])
+split = cols[0].radio("Evaluated on", ["test", "val"], horizontal=True, key="compare_split",
+                      format_func={"test": "test split", "val": "validation split"}.get)
+chosen = cols[1].multiselect("Runs", list(finished), default=list(finished)[:2], key="compare_runs")
+runs = {label: finished[label] for label in chosen if finished[label].evaluation(split)}
+if len(runs) < len(chosen):
+    st.warning(f"Left out (no evaluation on the {split} split): {', '.join(set(chosen) - set(runs))}.")
+if not runs:
+    st.info("Choose at least one run above.")
+    st.stop()
+evaluations = {label: run.evaluation(split) for label, run in runs.items()}
+preds = {label: dashboard.predictions(run.run_id, split, store) for label, run in runs.items()}
+if len(runs) > 1 and not explore.same_images([p for p in preds.values() if p is not None]):
+    st.warning("These runs were evaluated on different images (another data folder or another split), so their "
+               "differences mix up the models and the data. Compare runs trained on the same data set.")
+if any(run.status.get("synthetic") for run in runs.values()):
+    st.caption(f"Some of these runs were trained on the {dashboard.DEMO_LABEL}. {dashboard.SYNTHETIC_NOTE}")
+
+st.header("Metrics")
+st.dataframe(dashboard.metrics_view(explore.metrics_table(evaluations)), hide_index=True)
+st.caption("At each run's own threshold (chosen on validation for sensitivity of at least 0.95). In brackets: "
+           "95% bootstrap intervals. The best value per column is highlighted.")
+st.subheader("Published results on the official Kaggle test split")
+st.dataframe(explore.published_table(), hide_index=True, placeholder="–",
+             column_config={"name": st.column_config.TextColumn(width="large"),
+                            "source": st.column_config.TextColumn(width="medium")})
+st.caption(reference.NOT_COMPARABLE)
+
+st.header("Confusion matrices and the decision threshold")
+st.markdown("A model outputs a probability of pneumonia and calls PNEUMONIA at or above its threshold. Lower "
+            "the threshold and fewer pneumonias are **missed** (false negatives, FN: a sick child sent home), "
+            "but more healthy children get a **false alarm** (false positives, FP: needless worry, tests or "
+            "antibiotics). Raise it and the reverse happens.")
+normalized = st.toggle("Show shares of each true class (row-normalized)", key="normalized")
+points = {}
+for col, (label, run) in zip(st.columns(max(len(runs), 2)), runs.items()):
+    stored = float(evaluations[label]["threshold"])
+    with col:
+        pred = preds[label]
+        if pred is None:
+            st.warning(f"{label}: no predictions file; re-evaluate it with `python -m cxr_core evaluate`.")
+            continue
+        threshold = st.slider(f"Threshold of {label}", 0.0, 1.0, stored, 0.005, key=f"threshold_{run.run_id}",
+                              format="%.3f")
+        at = points[label] = evaluate.metrics_at_threshold(pred["label"], pred["probability"], threshold)
+        st.plotly_chart(dashboard.confusion_figure(at["confusion_matrix"], label, normalized), key=f"cm_{label}")
+        (tn, fp), (fn, tp) = at["confusion_matrix"]
+        base = evaluate.metrics_at_threshold(pred["label"], pred["probability"], stored)
+        m = st.columns(2)
+        for box, key in zip(m, ("sensitivity", "specificity")):
+            value, before = at[key], base[key]
+            delta = None if value is None or before is None or threshold == stored else f"{value - before:+.3f}"
+            box.metric(key.capitalize(), "n/a" if value is None else f"{value:.3f}", delta)
+        st.caption(f"{fn} missed pneumonia (FN) and {fp} false alarms (FP) among {tn + fp + fn + tp} images.")
+
+st.header("ROC and precision-recall curves")
+st.markdown("Each curve is every threshold at once; the circle is where the threshold above puts the run. "
+            "Grey crosses are published results on the official test split (not directly comparable).")
+st.plotly_chart(dashboard.curves_figure(evaluations, points, dashboard.run_colors(runs)), key="curves")
+
+st.header("Training curves")
+history = explore.history_frame(runs)
+if history.empty:
+    st.info("These runs recorded no per-epoch history.")
+else:
+    st.plotly_chart(dashboard.history_figure(history, colors=dashboard.run_colors(runs)), key="history")
+    st.caption("Solid: training images; dashed: validation images. A widening gap is overfitting.")
+
+if len(points) >= 2:
+    st.header("Is the difference more than chance? (McNemar test)")
+    pair = st.columns(2)
+    a = pair[0].selectbox("Run A", list(points), index=0, key="mcnemar_a")
+    b = pair[1].selectbox("Run B", list(points), index=1, key="mcnemar_b")
+    both = explore.align_predictions(preds[a], preds[b])
+    if a == b or both.empty:
+        st.info("Choose two different runs evaluated on the same images.")
+    else:
+        result = evaluate.mcnemar_test(both["label"], (both["probability_a"] >= points[a]["threshold"]).astype(int),
+                                       (both["probability_b"] >= points[b]["threshold"]).astype(int),
+                                       name_a=a, name_b=b)
+        cols = st.columns(3)
+        cols[0].metric("Only A right", result["a_right_b_wrong"])
+        cols[1].metric("Only B right", result["a_wrong_b_right"])
+        cols[2].metric("p-value", f"{result['p_value']:.3g}")
+        st.markdown(result["reading"])
+        st.caption(f"On the {result['n']} images both runs predicted, at the thresholds chosen above.")
+
+st.header("The images behind a cell")
+cols = st.columns(2)
+label = cols[0].selectbox("Run", list(points), key="cell_run")
+cell = cols[1].selectbox("Cell", list(explore.CELLS), index=2, key="cell",
+                         format_func=lambda k: f"{k}: {explore.CELLS[k][2]}")
+if label:
+    rows = explore.confusion_cell(preds[label], points[label]["threshold"], cell)
+    st.caption(f"{len(rows)} images; the most confident calls first.")
+    try:
+        root = data.resolve_root(runs[label].settings["data_dir"])
+    except UserError as error:
+        st.warning(f"The images of this run cannot be shown: {error}")
+        rows = rows.iloc[:0]
+    grid = st.columns(6)
+    for i, row in rows.head(12).iterrows():
+        pixels = dashboard.thumbnail(str(root / row["path"]))
+        caption = f"{os.path.basename(row['path'])} · P(pneumonia) {row['probability']:.3f}"
+        if pixels is None:
+            grid[i % 6].caption(f"{caption} (unreadable)")
+        else:
+            grid[i % 6].image(pixels, caption=caption)

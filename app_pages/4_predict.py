@@ -1,0 +1,103 @@
+"""Predict: run finished models on uploaded X-rays (or data set images) and show where they looked."""
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+import dashboard
+from cxr_core import explain, explore, images
+from cxr_core.config import UserError
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom", "bmp", "gif", "tif", "tiff", "webp"]
+
+st.title("Predict")
+st.markdown("Upload chest X-rays (JPEG, PNG or DICOM) or pick one from the data set. Each chosen model gives its "
+            "probability of pneumonia and its call at its own threshold; the heat map (Grad-CAM) shows which "
+            "regions pushed the model towards that call. Uploads stay in memory and are never stored.")
+st.error(dashboard.NOT_CLINICAL, icon=":material/medical_information:")
+store = dashboard.run_store()
+finished = {explore.run_label(r): r for r in store.finished()}
+if not finished:
+    st.info("No finished runs yet: a model must be trained before it can predict.")
+    dashboard.page_link_to_train()
+    st.stop()
+
+cols = st.columns(2)
+choice = cols[0].selectbox("Model", ["all", *finished], key="predict_run",
+                           format_func=lambda k: f"All {len(finished)} finished runs" if k == "all" else k)
+runs = finished if choice == "all" else {choice: finished[choice]}
+source = cols[1].radio("Image", ["upload", "data set"], horizontal=True, key="predict_source",
+                       format_func={"upload": "Upload files", "data set": "Pick from the data set"}.get)
+files: list[tuple[str, bytes]] = []
+if source == "upload":
+    uploads = st.file_uploader("X-ray images; several at once for a batch", type=UPLOAD_TYPES,
+                               accept_multiple_files=True, key="uploads")
+    files = dashboard.unique_names([(upload.name, upload.getvalue()) for upload in uploads or []])
+else:
+    scan, split = dashboard.require_data()
+    test = split[split["split"] == "test"].sort_values(["class_name", "path"])
+    # The true class is part of the name, so the prediction can be checked against it.
+    names = dict(zip(test["class_name"] + "/" + test["path"].map(os.path.basename), test["path"]))
+    picked = st.selectbox(f"An image of the test split ({len(names)} images)", list(names), key="predict_pick")
+    try:
+        with open(names[picked], "rb") as handle:
+            files = [(picked, handle.read(images.MAX_FILE_BYTES + 1))]
+    except (KeyError, OSError) as error:
+        st.warning(f"{picked} cannot be read ({error}); the folder may have changed. Pick another image.")
+if not files:
+    st.info("Upload one or more X-ray images to get a prediction.")
+    st.stop()
+
+results, rows = {}, []
+for name, content in files:
+    for label, run in runs.items():
+        try:
+            result = dashboard.analyse(run.run_id, store, content, name)
+        except images.ImageDecodeError as error:
+            st.error(str(error), icon=":material/broken_image:")
+            rows.append({"file": name, "run": "", "label": "", "probability": None, "threshold": None,
+                         "error": str(error)})
+            break  # the file is unusable for every model
+        except UserError as error:  # this run's model cannot be used (say, a missing or unsafe file)
+            st.error(f"{label}: {error}")
+            continue
+        results.setdefault(name, {})[label] = result
+        rows.append({"file": name, "run": label, "label": result["label"], "probability": result["probability"],
+                     "threshold": result["threshold"], "error": ""})
+if not results:
+    st.stop()
+
+if len(files) > 1:
+    st.header("Batch results")
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True, placeholder="–", column_config={
+        "probability": st.column_config.NumberColumn("P(pneumonia)", format="%.3f"),
+        "threshold": st.column_config.NumberColumn(format="%.3f")})
+    st.download_button("Download results (CSV)", table.to_csv(index=False), "predictions.csv", "text/csv",
+                       icon=":material/download:")
+shown = next(iter(results))
+if len(results) > 1:
+    shown = st.selectbox("Show details of", list(results), key="predict_detail")
+
+st.header(shown)
+content = dict(files)[shown]
+gray = images.decode_image(content, shown)
+alpha = st.slider("Heat map opacity", 0.0, 1.0, 0.4, 0.05, key="alpha",
+                  help="0 shows the X-ray alone; 1 shows the heat map alone. Red is where the evidence was strongest.")
+grid = st.columns(min(len(results[shown]) + 1, 4))
+base = images.preprocess(gray, 512)  # the model's view (padded square), at a size a browser shows quickly
+grid[0].image(base, caption=f"{shown} ({gray.shape[1]}×{gray.shape[0]} px)", width="stretch")
+for i, (label, result) in enumerate(results[shown].items(), start=1):
+    with grid[i % len(grid)]:
+        st.metric(label, result["label"], help=f"Model {result['model']}")
+        st.markdown(f"P(pneumonia) **{result['probability']:.3f}** against this run's threshold "
+                    f"{result['threshold']:.3f}")
+        if result["heatmap"] is None:
+            st.caption(f"No heat map: {result['heatmap_error']}")
+        else:
+            st.image(explain.overlay(base, result["heatmap"], alpha), width="stretch",
+                     caption=f"Grad-CAM: evidence for {result['label']}")
+st.caption("Heat map colours run from blue (little evidence) to red (the strongest evidence). "
+           "A heat map on the image's edges, labels or text markers means the model learnt a shortcut rather "
+           "than lung findings: a reason to distrust it.")

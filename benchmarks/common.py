@@ -1,0 +1,270 @@
+"""What the quality and speed benchmarks share: the machine, tables, README markers, JSON.
+
+Not a script; `benchmarks/quality.py` and `benchmarks/speed.py` import it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from cxr_core.store import atomic_write_bytes, atomic_write_json  # noqa: E402
+
+DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "chest_xray"
+RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+# Ignored by git (.gitignore): the benchmark's own run store, logs and scratch folders.
+WORK_DIR = PROJECT_ROOT / "benchmarks" / "out"
+README = PROJECT_ROOT / "README.md"
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _gpus() -> list[str]:
+    """GPUs as TensorFlow sees them (the ones training would use); a child process if TF is not loaded."""
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_physical_devices("GPU")]
+    code = "import json, tensorflow as tf; print(json.dumps([d.name for d in tf.config.list_physical_devices('GPU')]))"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return []
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine() -> dict:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpus = _gpus()
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cores": cores,
+        "memory_gib": _memory_gib(),
+        "gpu": ", ".join(gpus) if gpus else "none",
+        "tensorflow": _version("tensorflow"),
+        "keras": _version("keras"),
+        "streamlit": _version("streamlit"),
+    }
+
+
+def machine_line(m: dict) -> str:
+    return (f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu']}; "
+            f"{m['platform']}, Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}")
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as a person would retype it from the project root."""
+    argv = sys.argv if argv is None else argv
+    script = Path(argv[0])
+    try:
+        script = script.resolve().relative_to(PROJECT_ROOT)
+    except ValueError:
+        pass
+    return "python " + shlex.join([str(script), *argv[1:]])
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A GitHub markdown table (pandas' to_markdown needs `tabulate`, which is not a dependency)."""
+    def cell(value) -> str:
+        return fmt(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def replace_between_markers(text: str, name: str, body: str) -> str:
+    """Replace what lies between `<!-- name:start -->` and `<!-- name:end -->`; the rest is kept byte for byte."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if len(pattern.findall(text)) != 1:
+        raise ValueError(f"expected exactly one {start} ... {end} pair in the README")
+    return pattern.sub(lambda _: f"{start}\n{body.strip()}\n{end}", text, count=1)
+
+
+def update_readme(name: str, body: str, readme: Path = README) -> None:
+    readme = Path(readme)
+    text = readme.read_text()
+    atomic_write_bytes(readme, replace_between_markers(text, name, body).encode())
+
+
+def write_results(out_dir: Path, stem: str, result: dict, markdown: str) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    atomic_write_json(json_path, result)
+    atomic_write_bytes(md_path, (markdown.rstrip() + "\n").encode())
+    return json_path, md_path
+
+
+def cli_env(**overrides) -> dict:
+    """Environment for `python -m cxr_core` children: the project importable, TF quiet."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+# TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not silence; kept in logs, not echoed.
+_CHATTER = re.compile(r"^([IWE]\d{4} |WARNING: All log messages|To enable the following instructions|"
+                      r".*UserWarning: `shuffle=True`|\s+self\.data_adapter = )")
+
+
+def _chatter(line: str) -> bool:
+    return bool(_CHATTER.match(line))
+
+
+def run_child(command: list[str], *, env: dict | None = None, log_path: Path | None = None,
+              on_line=None, echo: bool = True) -> dict:
+    """Run a child process to the end, streaming its output; returns rc, lines, wall time and peak RSS.
+
+    Peak resident memory comes from wait4's rusage: the child's own high-water
+    mark (ru_maxrss, KiB on Linux), measured by the kernel, not sampled.
+    """
+    started = time.perf_counter()
+    log = open(log_path, "w") if log_path else None
+    lines: list[str] = []
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=PROJECT_ROOT, env=env or cli_env(), bufsize=1)
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            if log:
+                log.write(line + "\n")
+                log.flush()
+            if echo and not _chatter(line):
+                print(f"    {line}", flush=True)
+            if on_line:
+                on_line(line, time.perf_counter() - started)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if log:
+            log.close()
+        proc.stdout.close()
+    return {"rc": proc.returncode, "lines": lines, "wall_s": time.perf_counter() - started,
+            "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+class StackSampler:
+    """A small sampling profiler (py-spy is not installed here): where the time of a block goes.
+
+    Every `interval` seconds it records the stack of each thread that is running project code
+    (Streamlit runs a page's script in its own thread, which cProfile would not see). `top()`
+    gives the share of samples in which each function was on the stack (inclusive, project
+    functions only) and at the top of it (self time, any function).
+    """
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.samples = interval, 0
+        self.inclusive: dict[str, int] = {}
+        self.own: dict[str, int] = {}
+        self._stop = None
+
+    @staticmethod
+    def _name(frame) -> str:
+        path = frame.f_code.co_filename
+        try:
+            path = str(Path(path).relative_to(PROJECT_ROOT))
+        except ValueError:
+            path = "/".join(Path(path).parts[-2:])
+        return f"{path}:{frame.f_code.co_name}"
+
+    def _sample(self) -> None:
+        import threading
+
+        me, root, bench = threading.get_ident(), str(PROJECT_ROOT), str(PROJECT_ROOT / "benchmarks")
+        while not self._stop.wait(self.interval):
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                stack = []
+                while frame is not None:
+                    stack.append(frame)
+                    frame = frame.f_back
+                project = {self._name(f) for f in stack
+                           if f.f_code.co_filename.startswith(root) and not f.f_code.co_filename.startswith(bench)}
+                if not project:
+                    continue  # idle threads, and the benchmark waiting for a page to finish
+                self.samples += 1
+                top = self._name(stack[0])
+                self.own[top] = self.own.get(top, 0) + 1
+                for name in project:
+                    self.inclusive[name] = self.inclusive.get(name, 0) + 1
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def top(self, count: int = 10) -> dict:
+        def share(table):
+            ranked = sorted(table.items(), key=lambda kv: -kv[1])[:count]
+            return [{"function": name, "share": round(n / max(1, self.samples), 3)} for name, n in ranked]
+
+        return {"samples": self.samples, "interval_s": self.interval,
+                "inclusive_project": share(self.inclusive), "self": share(self.own)}

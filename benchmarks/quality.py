@@ -1,0 +1,366 @@
+"""Model quality benchmark: train the study's lineup with its defaults, score each on the test split.
+
+    python benchmarks/quality.py                                  # all five models on ../shared/data/chest_xray
+    python benchmarks/quality.py --reuse --update-readme          # resume: keep finished runs, then write the README table
+    python benchmarks/quality.py --models baseline_cnn,regularized_cnn --epochs-override baseline_cnn=2
+    python benchmarks/quality.py --data /tmp/demo --runs /tmp/bench-runs --out /tmp/results
+
+Every model is trained through the CLI the dashboard's worker runs
+(`python -m cxr_core train --data DIR --model NAME --runs BENCHRUNS`), each in
+its own process, with the model's defaults (`cxr_core.config.default_settings`)
+and the same seed, hence the same patient-grouped split. Each is then scored
+with `python -m cxr_core evaluate RUN --split test --json`. A sixth row is the
+soft-vote ensemble of the models that finished: the mean of their
+probabilities, thresholded at a cut chosen on the validation predictions with
+the same rule the single models use.
+
+Transfer models get ImageNet weights when they are available (in Keras' cache
+or downloadable); offline they train from random initialisation and the table
+says so. Results are written after every model (benchmarks/results/quality.json
+and quality.md), so a failure late in the lineup keeps what finished; rerun
+with --reuse to pick up the finished runs (same settings, same data) instead of
+training them again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+import common
+from cxr_core import evaluate, reference
+from cxr_core.config import MODEL_NAMES, default_settings
+from cxr_core.store import RunStore
+
+METRICS = ("accuracy", "sensitivity", "specificity", "macro_f1", "auc")
+METRIC_LABELS = ("accuracy", "sensitivity", "specificity", "macro F1", "AUC")
+# Keras' file names for the ImageNet weights without the classifier top (keras.applications).
+WEIGHT_FILES = {
+    "mobilenetv2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    "densenet121": "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+OFFLINE = "random init (ImageNet weights not available offline)"
+
+
+def family(model: str) -> str | None:
+    if model.startswith("mobilenetv2"):
+        return "mobilenetv2"
+    if model.startswith("densenet121"):
+        return "densenet121"
+    return None
+
+
+def imagenet_reachable(timeout: float = 3.0) -> bool:
+    """Can Keras download its weights? (They come from storage.googleapis.com.)"""
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def keras_cached(fam: str) -> bool:
+    import os
+
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    return (home / "models" / WEIGHT_FILES[fam]).is_file()
+
+
+def plan_weights(models: list[str], requested: list[str]) -> dict[str, tuple[str | None, str]]:
+    """Per model: (value for `train --weights`, or None to leave the default; what the table says)."""
+    mode, files = "auto", {}
+    for item in requested:
+        if "=" in item:
+            fam, path = item.split("=", 1)
+            if fam not in WEIGHT_FILES:
+                raise SystemExit(f"--weights {item}: use mobilenetv2=PATH or densenet121=PATH")
+            files[fam] = str(Path(path).expanduser().resolve())
+        elif item in ("auto", "imagenet", "none"):
+            mode = item
+        else:
+            raise SystemExit(f"--weights {item}: use auto, imagenet, none, or FAMILY=PATH")
+    reachable = None
+    plan = {}
+    for model in models:
+        fam = family(model)
+        if fam is None:
+            plan[model] = (None, "none (trained from scratch)")
+        elif fam in files:
+            plan[model] = (files[fam], f"ImageNet (local file {Path(files[fam]).name})")
+        elif mode == "none":
+            plan[model] = ("none", "random init (--weights none)")
+        elif mode == "imagenet" or keras_cached(fam):
+            plan[model] = ("imagenet", "ImageNet (pretrained)")
+        else:
+            reachable = imagenet_reachable() if reachable is None else reachable
+            plan[model] = ("imagenet", "ImageNet (pretrained)") if reachable else ("none", OFFLINE)
+    return plan
+
+
+def expected_settings(model: str, epochs: int | None, weights: str | None, data: Path) -> dict:
+    settings = default_settings(model)
+    if epochs is not None:
+        settings.epochs = epochs
+    if weights is not None:
+        settings.weights = weights
+    return dict(settings.to_dict(), data_dir=str(data))
+
+
+def find_reusable(store: RunStore, wanted: dict) -> str | None:
+    """The newest finished run with exactly these settings and a stored test evaluation."""
+    for run in store.finished():  # newest first
+        if run.settings == wanted and (run.path / "evaluation_test.json").is_file():
+            return run.run_id
+    return None
+
+
+def train(model: str, args, store_dir: Path, epochs: int | None, weights: str | None, log_dir: Path) -> str:
+    command = [sys.executable, "-m", "cxr_core", "train", "--data", str(args.data), "--model", model,
+               "--runs", str(store_dir)]
+    if epochs is not None:
+        command += ["--epochs", str(epochs)]
+    if weights is not None:
+        command += ["--weights", weights]
+    print(f"  $ {' '.join(command[1:])}", flush=True)
+    log = log_dir / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    child = common.run_child(command, log_path=log, echo=not args.quiet)
+    run_id = next((line.strip() for line in reversed(child["lines"]) if line.strip()), "")
+    if child["rc"] != 0:
+        tail = " | ".join(child["lines"][-3:])
+        raise RuntimeError(f"training {model} failed (exit {child['rc']}); log {log}: {tail}")
+    return run_id
+
+
+def evaluate_test(run_id: str, store_dir: Path) -> dict:
+    command = [sys.executable, "-m", "cxr_core", "evaluate", run_id, "--split", "test", "--json",
+               "--runs", str(store_dir)]
+    child = common.run_child(command, echo=False)
+    if child["rc"] != 0:
+        raise RuntimeError(f"evaluating {run_id} failed: {' | '.join(child['lines'][-3:])}")
+    return json.loads(child["lines"][-1])
+
+
+def model_row(model: str, run_id: str, store: RunStore, result: dict, weights_used: str,
+              overridden: bool, reused: bool) -> dict:
+    run = store.get(run_id)
+    history = run.history()
+    row = {
+        "model": model, "run": run_id, "reused": reused,
+        "weights": run.settings.get("weights") if family(model) else None, "weights_used": weights_used,
+        "image_size": run.settings.get("image_size"),
+        "epochs_configured": run.settings.get("epochs"), "epochs_run": len(history),
+        "epochs_overridden": overridden,
+        "train_seconds": run.status.get("duration"),
+        "fit_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
+        "best_val_auc": max((h["val_auc"] for h in history if h.get("val_auc") is not None), default=None),
+        "threshold": result.get("threshold"),
+        "n_test": result.get("n"), "n_normal": result.get("n_normal"), "n_pneumonia": result.get("n_pneumonia"),
+        "confusion_matrix": result.get("confusion_matrix"),
+        "ci95": {m: (result.get("ci95") or {}).get(m) for m in METRICS},
+    }
+    row.update({m: result.get(m) for m in METRICS})
+    return row
+
+
+def ensemble_row(rows: list[dict], store: RunStore) -> dict | None:
+    """Soft vote: mean member probability; threshold chosen on validation, scored on test."""
+    if len(rows) < 2:
+        return None
+    merged = {}
+    for split in ("val", "test"):
+        frame = None
+        for i, row in enumerate(rows):
+            path = store.run_path(row["run"]) / f"predictions_{split}.csv"
+            part = pd.read_csv(path)[["path", "label", "probability"]].rename(columns={"probability": f"p{i}"})
+            # Inner join on the image: a member that could not decode an image leaves it out of the vote.
+            frame = part if frame is None else frame.merge(part, on=["path", "label"], how="inner")
+        merged[split] = frame
+    columns = [f"p{i}" for i in range(len(rows))]
+    target = default_settings(rows[0]["model"]).target_sensitivity
+    val, test = merged["val"], merged["test"]
+    choice = evaluate.choose_threshold(val["label"].to_numpy(), val[columns].mean(axis=1).to_numpy(), target)
+    result = evaluate.evaluate_predictions(test["label"].to_numpy(), test[columns].mean(axis=1).to_numpy(),
+                                           choice["threshold"])
+    sizes = sorted({r["image_size"] for r in rows})
+    row = {
+        "model": f"ensemble (soft vote of {len(rows)})", "members": [r["model"] for r in rows], "run": None,
+        "reused": None, "weights": None, "weights_used": "members' own",
+        "image_size": "/".join(str(s) for s in sizes), "epochs_configured": None, "epochs_run": None,
+        "epochs_overridden": any(r["epochs_overridden"] for r in rows),
+        "train_seconds": sum(r["train_seconds"] or 0 for r in rows), "fit_seconds": sum(r["fit_seconds"] or 0 for r in rows),
+        "best_val_auc": None, "threshold": choice["threshold"], "threshold_rule": choice["rule"],
+        "n_test": result["n"], "n_normal": result["n_normal"], "n_pneumonia": result["n_pneumonia"],
+        "confusion_matrix": result["confusion_matrix"], "ci95": {m: (result.get("ci95") or {}).get(m) for m in METRICS},
+    }
+    row.update({m: result.get(m) for m in METRICS})
+    return row
+
+
+def _metric_cell(row: dict, metric: str) -> str:
+    value, ci = row.get(metric), (row.get("ci95") or {}).get(metric)
+    if value is None:
+        return "n/a"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else f"{value:.3f}"
+
+
+def _minutes(seconds) -> str:
+    return "n/a" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def render(result: dict) -> str:
+    """The markdown body shared by quality.md and the README's results section."""
+    rows = result["rows"] + ([result["ensemble"]] if result.get("ensemble") else [])
+    table = common.markdown_table(
+        ["model", "weights", "image px", "epochs run", "train time", "threshold", *METRIC_LABELS],
+        [[r["model"], r["weights_used"], r["image_size"],
+          "-" if r["epochs_run"] is None else f"{r['epochs_run']} of {r['epochs_configured']}" + ("*" if r["epochs_overridden"] else ""),
+          _minutes(r["train_seconds"]), r["threshold"], *[_metric_cell(r, m) for m in METRICS]] for r in rows])
+    published = common.markdown_table(
+        ["published, official test split", "source", *METRIC_LABELS],
+        [[p["name"], p["source"], *[p.get(m) for m in METRICS]] for p in reference.PUBLISHED])
+    split = result.get("test_split") or {}
+    lines = [
+        f"Generated by `{result['command']}` on {result['date']}.",
+        f"Machine: {common.machine_line(result['machine'])}.",
+        "",
+        f"Data: `{result['data']}`; test split: {split.get('n', '?')} images ({split.get('n_normal', '?')} normal, "
+        f"{split.get('n_pneumonia', '?')} pneumonia), {split.get('kind', '')}. Each model trained with its "
+        "defaults and the same seed (the same patient-grouped split); metrics on the test split at the threshold "
+        "chosen on validation (95% bootstrap intervals in brackets); sensitivity is pneumonia recall, "
+        "specificity normal recall.",
+    ]
+    if result.get("synthetic"):
+        lines += ["", "**SYNTHETIC demo data: these figures only show that the benchmark runs; they say nothing about X-rays.**"]
+    lines += ["", table, ""]
+    notes = []
+    overrides = result.get("epochs_override") or {}
+    if overrides:
+        notes.append("\\* epochs overridden for the CPU budget (" + ", ".join(f"{m}={n}" for m, n in overrides.items())
+                     + "); \"epochs run\" is what ran (early stopping on validation AUC may stop sooner).")
+    else:
+        notes.append("\"epochs run\" is what ran of the default (early stopping on validation AUC may stop sooner).")
+    if any(r.get("weights_used") == OFFLINE for r in result["rows"]):
+        notes.append("Transfer models marked \"random init\" ran without their ImageNet weights (no network here): "
+                     "they are NOT the pretrained models of the study, and their figures understate them.")
+    notes.append("Train time is the wall time of the `train` job: decoding images into the cache (paid by the "
+                 "first model at each image size), fitting, and scoring the val and test splits.")
+    if result.get("ensemble"):
+        notes.append(f"The ensemble averages the probabilities of {', '.join(result['ensemble']['members'])}; "
+                     f"its threshold: {result['ensemble']['threshold_rule']}.")
+    if result.get("failed"):
+        notes.append("Failed: " + "; ".join(f"{f['model']}: {f['error']}" for f in result["failed"]))
+    lines += [f"- {n}" for n in notes]
+    lines += ["", "Published figures (not measured here):", "", published, "", reference.NOT_COMPARABLE]
+    return "\n".join(lines)
+
+
+def test_split_description(store: RunStore, run_id: str) -> str:
+    split = store.split(run_id)
+    test = split[split.split == "test"]
+    if not test.empty and (test.source_split == "test").all():
+        return "the folder's official test/ split"
+    return f"a patient-grouped test split carved from train by cxr_core (seed {store.get(run_id).settings.get('seed')})"
+
+
+def parse_overrides(items: list[str]) -> dict[str, int]:
+    overrides = {}
+    for item in items:
+        model, _, value = item.partition("=")
+        if model not in MODEL_NAMES or not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"--epochs-override {item}: use MODEL=N with MODEL one of {', '.join(MODEL_NAMES)}")
+        overrides[model] = int(value)
+    return overrides
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=common.DEFAULT_DATA, help="Kaggle-layout folder (default: %(default)s)")
+    p.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated subset (default: all five)")
+    p.add_argument("--epochs-override", action="append", default=[], metavar="MODEL=N",
+                   help="train MODEL for N epochs instead of its default (repeatable; the table says so)")
+    p.add_argument("--weights", action="append", default=[], metavar="auto|imagenet|none|FAMILY=PATH",
+                   help="transfer models' weights (default auto: ImageNet where available, else random init, labelled)")
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs in the bench store with identical settings")
+    p.add_argument("--runs", type=Path, default=common.WORK_DIR / "runs", help="the benchmark's run store (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where quality.json/.md go (default: %(default)s)")
+    p.add_argument("--update-readme", action="store_true", help="replace the README's quality section with the table")
+    p.add_argument("--readme", type=Path, default=common.README, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="do not echo the training output")
+    args = p.parse_args(argv)
+
+    args.data = args.data.expanduser().resolve()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown or not models:
+        raise SystemExit(f"--models: unknown {unknown}; choose from {', '.join(MODEL_NAMES)}")
+    overrides = parse_overrides(args.epochs_override)
+    weights = plan_weights(models, args.weights)
+    store_dir = args.runs.expanduser().resolve()
+    store = RunStore(store_dir)
+    log_dir = store_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    from cxr_core.demo import is_synthetic
+
+    result = {
+        "benchmark": "quality", "command": common.command_line(), "date": common.now_iso(),
+        "machine": common.machine(), "data": str(args.data), "synthetic": is_synthetic(args.data),
+        "models": models, "epochs_override": {m: n for m, n in overrides.items() if m in models},
+        "rows": [], "ensemble": None, "failed": [], "test_split": None, "complete": False,
+        "published": reference.PUBLISHED, "published_label": "published, official test split",
+        "not_comparable": reference.NOT_COMPARABLE,
+    }
+
+    def save():
+        result["date"] = common.now_iso()
+        common.write_results(args.out, "quality", result, "# Quality benchmark\n\n" + render(result))
+
+    for model in models:
+        epochs = overrides.get(model)
+        weight_value, weights_used = weights[model]
+        print(f"[{model}] epochs {epochs or 'default'}, weights: {weights_used}", flush=True)
+        try:
+            wanted = expected_settings(model, epochs, weight_value, args.data)
+            run_id = find_reusable(store, wanted) if args.reuse else None
+            reused = run_id is not None
+            if reused:
+                print(f"  reusing finished run {run_id}", flush=True)
+            else:
+                run_id = train(model, args, store_dir, epochs, weight_value, log_dir)
+            test = evaluate_test(run_id, store_dir)
+            row = model_row(model, run_id, store, test, weights_used, model in overrides, reused)
+        except Exception as error:  # keep going: one model's failure must not lose the others
+            print(f"  FAILED: {error}", flush=True)
+            result["failed"].append({"model": model, "error": str(error)[:500]})
+            save()
+            continue
+        result["rows"].append(row)
+        if result["test_split"] is None:
+            result["test_split"] = {"n": row["n_test"], "n_normal": row["n_normal"], "n_pneumonia": row["n_pneumonia"],
+                                    "kind": test_split_description(store, run_id)}
+        print(f"  test: " + ", ".join(f"{m} {_metric_cell(row, m)}" for m in METRICS), flush=True)
+        save()
+
+    try:
+        result["ensemble"] = ensemble_row(result["rows"], store)
+    except Exception as error:
+        result["failed"].append({"model": "ensemble", "error": str(error)[:500]})
+    result["complete"] = not result["failed"]
+    save()
+    body = render(result)
+    print("\n" + body)
+    if args.update_readme:
+        common.update_readme("quality", body, args.readme)
+        print(f"\nREADME quality section updated: {args.readme}")
+    print(f"\nwrote {args.out / 'quality.json'} and {args.out / 'quality.md'}")
+    return 0 if result["complete"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

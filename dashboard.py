@@ -1,0 +1,291 @@
+"""What the dashboard's pages share: the active data set, the run store, cached loaders, charts.
+
+Pages import it as `import dashboard` (Streamlit puts the app's folder on
+sys.path). Numbers come from `cxr_core`; this module only caches them and
+turns them into plotly figures, so that each page stays a short layout.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from cxr_core import config, data, demo, explore, images, inference, jobs, reference
+from cxr_core.config import CLASSES, UserError
+from cxr_core.store import RunStore
+
+DEMO_LABEL = "Demo data set (SYNTHETIC)"
+CLASS_COLORS = {"NORMAL": "#2b6cb0", "PNEUMONIA": "#c53030"}
+NOT_CLINICAL = ("**Not for clinical use.** This is a teaching and research tool; its predictions must never "
+                "inform the care of a patient.")
+SYNTHETIC_NOTE = ("The demo images are SYNTHETIC: drawn shapes that resemble chest X-rays in outline, "
+                  "not images of any person. Numbers on them say nothing about real X-rays.")
+
+
+# ---------------------------------------------------------------- data set
+
+
+def data_sources() -> dict[str, Path | None]:
+    """Label -> folder for every data set the server offers; None is the demo set.
+
+    Only folders configured on the server (CXR_DATA_DIR, and CXR_DATA_ROOTS
+    separated by os.pathsep) are offered: a browser cannot point the app at
+    any other path on the server's disk.
+    """
+    roots = [config.configured_data_dir()]
+    roots += [Path(p).expanduser() for p in os.environ.get("CXR_DATA_ROOTS", "").split(os.pathsep) if p.strip()]
+    sources: dict[str, Path | None] = {}
+    for root in roots:
+        if root is not None and str(root) not in {str(p) for p in sources.values()}:
+            sources[f"{root.name or root} ({root})"] = root
+    sources[DEMO_LABEL] = None
+    return sources
+
+
+def data_chooser() -> None:
+    """The sidebar's data set selectbox; its choice is st.session_state["data_source"]."""
+    st.sidebar.selectbox(
+        "Data set", list(data_sources()), key="data_source",
+        help="The folders configured on the server (CXR_DATA_DIR, CXR_DATA_ROOTS) and the synthetic demo set.")
+
+
+@st.cache_resource(show_spinner="Generating the synthetic demo data set (once, a few seconds)...")
+def _demo_dir(path: str) -> Path:
+    return demo.ensure_demo_dataset(path)
+
+
+def active_data_dir() -> Path:
+    sources = data_sources()
+    choice = st.session_state.get("data_source")
+    path = sources.get(choice, sources[next(iter(sources))])
+    return path if path is not None else _demo_dir(str(config.demo_data_dir()))
+
+
+@st.cache_data(ttl=300, show_spinner="Scanning the data folder...")
+def load_split(root: str, seed: int = 42):
+    """(Scan, split manifest) of a folder, split by patient as training would with this seed."""
+    scan = data.scan_folder(root)
+    return scan, data.assign_splits(scan.manifest, seed=seed)
+
+
+def require_data():
+    """(Scan, split manifest) of the active data set, or a helpful message and the page stops."""
+    try:
+        return load_split(str(active_data_dir()))
+    except UserError as error:
+        st.warning(f"The chosen data set cannot be used. {error}")
+        st.info("Choose the demo data set in the sidebar, or set CXR_DATA_DIR to a folder in the Kaggle "
+                "layout (train/NORMAL, train/PNEUMONIA) and restart the app.")
+        st.stop()
+
+
+def data_caption(scan) -> None:
+    if scan.synthetic:
+        st.caption(f"Data: {DEMO_LABEL} at `{scan.root}`. {SYNTHETIC_NOTE}")
+    else:
+        st.caption(f"Data: `{scan.root}` ({len(scan.manifest):,} images)")
+
+
+def thumbnail(path: str, size: int = 192) -> np.ndarray | None:
+    """A file as the model sees it (padded square), for galleries; None if it cannot be read."""
+    try:
+        return images.load_for_model(path, size)[..., 0]
+    except images.ImageDecodeError:
+        return None
+
+
+# ---------------------------------------------------------------- runs and models
+
+
+def run_store() -> RunStore:
+    return RunStore()  # root from CXR_RUNS_DIR, read on every call so tests can point it elsewhere
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the model...")
+def _load_run(run_id: str, root: str, key: str):
+    return inference.load_run(run_id, RunStore(root))
+
+
+def loaded_run(run_id: str, store: RunStore):
+    """The run's model; the cache key includes model.keras's mtime, so a retrained model replaces the old."""
+    return _load_run(run_id, str(store.root), inference.model_key(run_id, store))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _predictions(run_id: str, split: str, root: str, key: str):
+    return inference.predictions(run_id, split, RunStore(root))
+
+
+def predictions(run_id: str, split: str, store: RunStore) -> pd.DataFrame | None:
+    return _predictions(run_id, split, str(store.root), inference.model_key(run_id, store))
+
+
+def analyse(run_id: str, store: RunStore, content: bytes, name: str) -> dict:
+    """{"label", "probability", "threshold", "heatmap", "model"} of an upload (bytes, never written to disk)."""
+    return _analyse(run_id, str(store.root), inference.model_key(run_id, store), content, name)
+
+
+@st.cache_data(max_entries=128, show_spinner="Predicting...")
+def _analyse(run_id: str, root: str, key: str, content: bytes, name: str) -> dict:
+    """Prediction and Grad-CAM of one upload by one run; raises ImageDecodeError for bad files."""
+    from cxr_core import explain
+
+    loaded = _load_run(run_id, root, key)
+    result = inference.predict_image(loaded, content, name=name)
+    pixels = images.load_for_model(content, loaded.image_size, name=name)
+    try:
+        # Evidence for the call the model made at its own threshold, not at 0.5.
+        result["heatmap"] = explain.gradcam(loaded.model, pixels, class_index=CLASSES.index(result["label"]))
+    except ValueError as error:
+        result["heatmap"], result["heatmap_error"] = None, str(error)
+    result["model"] = loaded.model_name
+    return result
+
+
+def keep_queue_moving(store: RunStore) -> None:
+    """Start a worker when runs wait but none trains (say, after a server restart)."""
+    waiting = jobs.queued(store)
+    # A worker started moments ago may not hold its lock yet: give it time before starting another.
+    if waiting and time.time() - (waiting[0].status.get("created") or 0) > 15 and not jobs.worker_running(store):
+        jobs.spawn_worker(store)
+
+
+def with_default(options: list, default) -> list:
+    """The choices of a recipe widget, with the model's default recipe always among them."""
+    return sorted({*options, default})
+
+
+def unique_names(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Batch entries told apart: two uploads called image.jpg become image.jpg and image.jpg (2)."""
+    seen: dict[str, int] = {}
+    named = []
+    for name, content in files:
+        seen[name] = seen.get(name, 0) + 1
+        named.append((name if seen[name] == 1 else f"{name} ({seen[name]})", content))
+    return named
+
+
+def page_link_to_train() -> None:
+    st.page_link("app_pages/2_train.py", label="Go to Train to start a run", icon=":material/model_training:")
+
+
+# ---------------------------------------------------------------- charts
+
+
+def counts_figure(summary: pd.DataFrame) -> go.Figure:
+    fig = px.bar(summary, x="split", y="images", color="class_name", barmode="group", text="images",
+                 category_orders={"class_name": list(CLASSES)},
+                 color_discrete_map=CLASS_COLORS, hover_data=["patients"], labels={"class_name": "class"})
+    return fig.update_layout(height=320, margin=dict(t=30, b=10))
+
+
+def confusion_figure(cm, title: str, normalized: bool = False) -> go.Figure:
+    """2x2 heat map labelled NORMAL/PNEUMONIA with TN/FP/FN/TP; rows are the truth."""
+    counts = np.asarray(cm, dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    names = [["TN", "FP"], ["FN", "TP"]]
+    text = [[f"<b>{names[i][j]}</b><br>{counts[i, j]:.0f}" + (f" ({shares[i, j]:.0%})" if normalized else "")
+             for j in range(2)] for i in range(2)]
+    fig = go.Figure(go.Heatmap(z=shares if normalized else counts, x=list(CLASSES), y=list(CLASSES), text=text,
+                               texttemplate="%{text}", colorscale="Blues", showscale=False,
+                               hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    fig.update_layout(title=title, height=300, margin=dict(t=40, b=10, l=10, r=10),
+                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed")
+    return fig
+
+
+def run_colors(labels) -> dict[str, str]:
+    """One colour per run, the same in every chart of a page."""
+    palette = px.colors.qualitative.Plotly
+    return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+
+
+def _short(name: str) -> str:
+    """ "Seed study: regularized CNN" -> "seed regularized CNN"; "Kermany et al. 2018: ..." -> "Kermany et al. 2018"."""
+    head, _, tail = name.partition(":")
+    return f"seed {tail.strip()}" if head.startswith("Seed study") else head
+
+
+def curves_figure(evaluations: dict, points: dict, colors: dict | None = None) -> go.Figure:
+    """ROC and precision-recall curves of {label: evaluation}, each run's operating point from `points`,
+    and published results on the official test split as grey crosses."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("ROC: sensitivity vs false-alarm rate",
+                                                        "Precision vs recall (sensitivity)"))
+    colors = colors or run_colors(evaluations)
+    for label, evaluation in evaluations.items():
+        color = colors[label]
+        if evaluation.get("roc"):
+            roc, pr = evaluation["roc"], evaluation["pr"]
+            fig.add_scatter(x=roc["fpr"], y=roc["tpr"], name=label, line_color=color, legendgroup=label, row=1, col=1)
+            fig.add_scatter(x=pr["recall"], y=pr["precision"], name=label, line_color=color, legendgroup=label,
+                            showlegend=False, row=1, col=2)
+        at = points.get(label) or {}
+        if at.get("sensitivity") is not None and at.get("specificity") is not None:
+            marker = dict(color=color, size=12, symbol="circle-open", line_width=3)
+            hover = f"{label} at threshold {at['threshold']:.2f}"
+            fig.add_scatter(x=[1 - at["specificity"]], y=[at["sensitivity"]], mode="markers", marker=marker,
+                            name=hover, legendgroup=label, showlegend=False, row=1, col=1)
+            if at.get("precision") is not None:
+                fig.add_scatter(x=[at["sensitivity"]], y=[at["precision"]], mode="markers", marker=marker,
+                                name=hover, legendgroup=label, showlegend=False, row=1, col=2)
+    published = [r for r in reference.PUBLISHED if r["sensitivity"] is not None and r["specificity"] is not None]
+    fig.add_scatter(x=[1 - r["specificity"] for r in published], y=[r["sensitivity"] for r in published],
+                    mode="markers+text", text=[_short(r["name"]) for r in published], textposition="bottom right",
+                    marker=dict(symbol="x", size=9, color="grey"), name="published (official test split)", row=1, col=1)
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="lightgrey"), name="chance",
+                    row=1, col=1)
+    fig.update_xaxes(title_text="1 - specificity", range=[-0.02, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="sensitivity", range=[-0.02, 1.02], row=1, col=1)
+    fig.update_xaxes(title_text="recall", range=[-0.02, 1.02], row=1, col=2)
+    fig.update_yaxes(title_text="precision", range=[-0.02, 1.02], row=1, col=2)
+    return fig.update_layout(height=420, margin=dict(t=40, b=10), legend=dict(orientation="h", y=-0.2))
+
+
+def history_figure(history: pd.DataFrame, metrics=("loss", "accuracy"), colors: dict | None = None) -> go.Figure:
+    """Training (solid) and validation (dashed) curves per run, one panel per metric."""
+    part = history[history["metric"].isin(metrics)]
+    fig = px.line(part, x="epoch", y="value", color="run", line_dash="phase", facet_col="metric", markers=True,
+                  color_discrete_map=colors or run_colors(history["run"].unique()),
+                  category_orders={"metric": list(metrics), "phase": ["training", "validation"]})
+    fig.update_yaxes(matches=None, showticklabels=True, title_text="")
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return fig.update_layout(height=340, margin=dict(t=30, b=10))
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds // 60 % 60:02d}m"
+    return f"{seconds // 60}m {seconds % 60:02d}s"
+
+
+def fmt_ci(value, low, high) -> str:
+    if value is None or pd.isna(value):
+        return "n/a"
+    return f"{value:.3f}" + (f" ({low:.2f}–{high:.2f})" if low is not None and not pd.isna(low) else "")
+
+
+def metrics_view(table: pd.DataFrame):
+    """The metrics table as shown: value (95% interval) per cell, the best per column highlighted."""
+    shown = pd.DataFrame({"run": table["run"], "images": table["n"],
+                          "threshold": [f"{t:.3f}" if t is not None else "n/a" for t in table["threshold"]]})
+    for metric in explore.METRICS:
+        shown[metric] = [fmt_ci(v, lo, hi) for v, lo, hi in
+                         zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
+
+    def best(column: pd.Series) -> list[str]:
+        values = pd.to_numeric(table.get(column.name), errors="coerce") if column.name in explore.METRICS else None
+        if values is None or values.notna().sum() < 2:
+            return [""] * len(column)
+        return ["background-color: #c6f6d5; font-weight: bold" if v == values.max() else "" for v in values]
+
+    return shown.style.apply(best)

@@ -1,0 +1,231 @@
+"""The CLI contract (scripts and the benchmarks depend on it): train -> evaluate --json ->
+predict --json through `python -m cxr_core` processes, info and runs, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cxr_core.__main__ import main
+from cxr_core.config import CLASSES
+from cxr_core.store import RunStore
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EVALUATION_KEYS = {"run", "split", "n", "accuracy", "macro_f1", "auc", "sensitivity", "specificity", "threshold",
+                   "confusion_matrix"}
+
+
+def cli(*args, timeout=180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cxr_core", *map(str, args)], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    assert "\n" not in lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(demo_dir, tmp_path_factory):
+    """One run trained through the CLI: (store, run_id, completed process)."""
+    runs = tmp_path_factory.mktemp("cli_runs")
+    done = cli("train", "--data", demo_dir, "--model", "baseline_cnn", "--epochs", 2, "--image-size", 48,
+               "--batch-size", 16, "--seed", 5, "--runs", runs)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return RunStore(runs), done.stdout.strip().splitlines()[-1], done
+
+
+def test_train_prints_progress_and_the_run_id_last(trained):
+    store, run_id, done = trained
+    assert store.get(run_id).state == "done"
+    assert re.fullmatch(r"\d{8}-\d{6}-baseline_cnn-[0-9a-f]{4}", run_id), run_id
+    assert "epoch 2/2" in done.stdout and "SYNTHETIC" in done.stdout
+    settings = store.get(run_id).settings
+    assert (settings["epochs"], settings["image_size"], settings["seed"]) == (2, 48, 5)
+    assert "Traceback" not in done.stderr
+
+
+def test_evaluate_json(trained):
+    store, run_id, _ = trained
+    done = cli("evaluate", run_id, "--split", "test", "--runs", store.root, "--json", "--recompute")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert EVALUATION_KEYS <= set(result)
+    assert result["run"] == run_id and result["split"] == "test"
+    (tn, fp), (fn, tp) = result["confusion_matrix"]
+    recorded = store.split(run_id)
+    test_labels = recorded.label[recorded.split == "test"]
+    assert tn + fp + fn + tp == result["n"] == len(test_labels)
+    assert tn + fp == (test_labels == 0).sum() and fn + tp == (test_labels == 1).sum()  # PNEUMONIA positive
+    assert result["accuracy"] == pytest.approx((tn + tp) / result["n"])
+    assert result["sensitivity"] == pytest.approx(tp / (tp + fn))
+    assert result["specificity"] == pytest.approx(tn / (tn + fp))
+    assert result["threshold"] == pytest.approx(store.threshold(run_id))
+    assert 0 <= result["auc"] <= 1 and 0 <= result["macro_f1"] <= 1
+    # Recomputed from the files it equals what training stored: one decoder, one preprocessing.
+    stored = json.loads((store.run_path(run_id) / "evaluation_test.json").read_text())
+    assert stored["confusion_matrix"] == result["confusion_matrix"]
+    assert stored["auc"] == pytest.approx(result["auc"], abs=1e-6)
+
+
+def test_predict_json(trained, demo_dir, tmp_path):
+    store, run_id, _ = trained
+    predictions = pd.read_csv(store.run_path(run_id) / "predictions_test.csv")
+    good = [str(demo_dir / p) for p in predictions.path[:2]]
+    text = tmp_path / "notes.jpeg"
+    text.write_text("not an image\n")
+    missing = tmp_path / "missing.png"
+    done = cli("predict", run_id, *good, text, missing, "--runs", store.root, "--json")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    results = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    assert [r["file"] for r in results] == [*good, str(text), str(missing)]
+    for result, expected in zip(results[:2], predictions.probability[:2]):
+        assert set(result) == {"file", "label", "probability"}
+        assert result["label"] in CLASSES and 0 <= result["probability"] <= 1
+        assert result["probability"] == pytest.approx(expected, abs=1e-5)  # same pixels as evaluation saw
+        assert result["label"] == CLASSES[int(result["probability"] >= store.threshold(run_id))]
+    for result, path in zip(results[2:], (text, missing)):
+        assert set(result) == {"file", "error"} and str(path) in result["error"]
+
+
+def test_predict_plain_exits_zero_when_every_file_is_read(trained, demo_dir, capsys):
+    store, run_id, _ = trained
+    image = next((demo_dir / "test" / "NORMAL").glob("*.jpeg"))
+    assert main(["predict", run_id, str(image), "--runs", str(store.root)]) == 0  # in-process: TF is loaded
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{image}: ") and "P(pneumonia)" in out and err == ""
+
+
+def test_info_json(demo_dir):
+    done = cli("info", "--data", demo_dir, "--json")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["synthetic"] is True and info["images"] == 120
+    assert info["classes"] == {"NORMAL": 60, "PNEUMONIA": 60}
+    assert set(info["official_splits"]) == {"train", "test"}
+    assert info["patient_overlap"] == {"train/val": 0, "train/test": 0, "val/test": 0}
+    assert sum(row["images"] for row in info["splits"]) == 120
+    assert {row["split"] for row in info["splits"]} == {"train", "val", "test"}
+
+
+def test_runs_json_lists_good_and_broken_runs(trained, tmp_path):
+    store, run_id, _ = trained
+    messy = tmp_path / "runs"
+    shutil.copytree(store.run_path(run_id), messy / run_id)
+    (messy / "half-written").mkdir()
+    (messy / "half-written" / "settings.json").write_text("{")
+    (messy / "stray.txt").write_text("x")
+    done = cli("runs", "--runs", messy, "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["run"]: row for row in json.loads(done.stdout)}
+    assert set(rows) == {run_id, "half-written"}
+    assert rows[run_id]["state"] == "done" and rows[run_id]["model"] == "baseline_cnn"
+    assert rows[run_id]["auc"] == pytest.approx(store.get(run_id).evaluation("test")["auc"])
+    assert rows["half-written"]["state"] == "broken" and rows["half-written"]["error"]
+    plain = cli("runs", "--runs", messy)
+    assert plain.returncode == 0 and run_id in plain.stdout and "broken" in plain.stdout
+
+
+def test_evaluate_on_another_folder_uses_all_of_its_official_test(trained, tmp_path, capsys):
+    from cxr_core.demo import write_demo_dataset
+
+    store, run_id, _ = trained
+    own = RunStore(tmp_path / "runs")  # a copy: this evaluation replaces the run's stored one
+    shutil.copytree(store.run_path(run_id), own.root / run_id)
+    other = write_demo_dataset(tmp_path / "other", n_normal=12, n_pneumonia=14, seed=9, image_size=64)
+    n_test = len(list((other / "test").rglob("*.jpeg")))
+    assert main(["evaluate", run_id, "--split", "test", "--data", str(other), "--runs", str(own.root), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == n_test and sum(map(sum, result["confusion_matrix"])) == n_test
+    (tn, fp), (fn, tp) = result["confusion_matrix"]
+    assert tn + fp == len(list((other / "test" / "NORMAL").glob("*.jpeg")))
+
+    # A folder that holds only the official test/ (a withheld test set) works the same.
+    from cxr_core.inference import evaluate_run
+
+    shutil.rmtree(other / "train")
+    again = evaluate_run(run_id, "test", own, other)
+    assert again["n"] == n_test and again["confusion_matrix"] == result["confusion_matrix"]
+
+
+# --- errors: one line on stderr, non-zero exit, no traceback --------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--data", "{missing}", "--model", "baseline_cnn"],
+    ["evaluate", "no-such-run", "--runs", "{runs}"],
+    ["train", "--model", "resnet9000"],
+])
+def test_errors_in_a_real_process(args, tmp_path):
+    args = [a.format(missing=tmp_path / "missing", runs=tmp_path) for a in args]
+    done = cli(*args, timeout=60)
+    assert done.returncode == 2
+    assert_one_line_error(done.stderr)
+    assert done.stdout == ""
+
+
+@pytest.fixture
+def bad_paths(tmp_path, demo_dir):
+    (tmp_path / "file.txt").write_text("x")
+    with zipfile.ZipFile(tmp_path / "chest-xray-pneumonia.zip", "w") as archive:
+        archive.writestr("chest_xray/train/NORMAL/IM-0001-0001.jpeg", b"")
+    one_class = tmp_path / "one_class"
+    shutil.copytree(demo_dir / "train" / "NORMAL", one_class / "train" / "NORMAL")
+    (tmp_path / "runs").mkdir()
+    return {"missing": tmp_path / "missing", "file": tmp_path / "file.txt", "zip": tmp_path / "chest-xray-pneumonia.zip",
+            "one_class": one_class, "demo": demo_dir, "runs": tmp_path / "runs", "tmp": tmp_path}
+
+
+@pytest.mark.parametrize("args,expected", [
+    ([], "required"),
+    (["frobnicate"], "invalid choice"),
+    (["train", "--model", "nope"], "invalid choice"),
+    (["train", "--data", "{demo}", "--model", "baseline_cnn", "--epochs", "two"], "invalid int value"),
+    (["train", "--data", "{demo}", "--model", "baseline_cnn", "--image-size", "8", "--runs", "{runs}"], "at least 32"),
+    (["train", "--data", "{demo}", "--model", "baseline_cnn", "--epochs", "0", "--runs", "{runs}"], "at least 1"),
+    (["train", "--data", "{missing}", "--model", "baseline_cnn", "--runs", "{runs}"], "does not exist"),
+    (["train", "--data", "{one_class}", "--model", "baseline_cnn", "--runs", "{runs}"], "no PNEUMONIA images"),
+    (["train", "--data", "{demo}", "--model", "mobilenetv2_frozen", "--weights", "{missing}", "--runs", "{runs}"], "no such file"),
+    (["train", "--data", "{demo}", "--model", "baseline_cnn", "--runs", "{file}/runs"], "Not a directory"),
+    (["info", "--data", "{missing}"], "does not exist"),
+    (["info", "--data", "{file}"], "is a file"),
+    (["info", "--data", "{zip}"], "extract it"),
+    (["info", "--data", "{tmp}"], "extract it there first"),
+    (["evaluate", "no-such-run", "--runs", "{runs}"], "no run 'no-such-run'"),
+    (["evaluate", "../etc", "--runs", "{runs}"], "invalid run id"),
+    (["evaluate", "x", "--split", "holdout", "--runs", "{runs}"], "invalid choice"),
+    (["predict", "no-such-run", "a.jpeg", "--runs", "{runs}"], "no run"),
+    (["predict", "x"], "the following arguments are required: files"),
+    (["cancel", "/etc/passwd", "--runs", "{runs}"], "invalid run id"),
+])
+def test_errors_are_one_line(args, expected, bad_paths, capsys):
+    argv = [a.format(**bad_paths) for a in args]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert_one_line_error(err)
+    assert expected in err
+    assert out == ""
+    assert list(bad_paths["runs"].iterdir()) == []  # nothing was created in the store
+
+
+def test_info_on_the_real_data(real_data, capsys):
+    assert main(["info", "--data", str(real_data), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["images"] == 5216 and info["classes"] == {"NORMAL": 1341, "PNEUMONIA": 3875}
+    assert info["patient_overlap"] == {"train/val": 0, "train/test": 0, "val/test": 0}
+    assert sum(row["images"] for row in info["splits"]) == 5216

@@ -1,0 +1,182 @@
+"""Contracts of cxr_core.models: the five study models build from real layers, flat, with
+weights from nowhere, a local file, or ImageNet (offline: a clear error; a placed file: used),
+fine-tuning keeps BatchNorm frozen, and saved models reload in safe mode unchanged."""
+
+from __future__ import annotations
+
+import keras
+import keras.src.backend.config as keras_config
+import numpy as np
+import pytest
+
+from cxr_core.config import MODEL_NAMES, UserError, default_settings
+from cxr_core.models import DESCRIPTIONS, FINETUNE_FROM, _WEIGHT_FILES, build_model, unfreeze_top
+
+SIZE = 64  # transfer bases need at least 32 px
+
+
+def settings_for(name: str, **changes):
+    settings = default_settings(name)
+    settings.image_size, settings.weights = SIZE, "none"
+    for key, value in changes.items():
+        setattr(settings, key, value)
+    return settings
+
+
+def batch(n: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 1)).astype("float32")
+
+
+def all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
+def same_weights(reference: keras.Model, model: keras.Model) -> bool:
+    """Every weighted layer of `reference` has a namesake in `model` holding equal arrays."""
+    compared = 0
+    for layer in reference.layers:
+        if not layer.weights:
+            continue
+        for a, b in zip(layer.get_weights(), model.get_layer(layer.name).get_weights(), strict=True):
+            if not np.array_equal(a, b):
+                return False
+            compared += 1
+    return compared > 0
+
+
+@pytest.fixture(scope="module")
+def built():
+    return {name: build_model(settings_for(name)) for name in MODEL_NAMES}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_each_model_builds_and_outputs_a_probability(built, name):
+    model = built[name]
+    assert model.name == name
+    assert model.input_shape == (None, SIZE, SIZE, 1)
+    out = np.asarray(model(batch(), training=False))
+    assert out.shape == (3, 1)
+    assert np.all((out >= 0) & (out <= 1)) and np.all(np.isfinite(out))
+    assert len(DESCRIPTIONS[name]) > 100  # a paragraph a teacher can show
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_models_are_flat_and_have_no_lambda(built, name):
+    model = built[name]
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in all_layers(model))
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)  # no nested base model
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs, "Grad-CAM needs a convolution it can reach in model.layers"
+
+
+def test_transfer_models_expose_their_base_layers(built):
+    names = {layer.name for layer in built["mobilenetv2_frozen"].layers}
+    assert {"Conv1", FINETUNE_FROM, "out_relu"} <= names
+    assert "conv5_block16_2_conv" in {layer.name for layer in built["densenet121_frozen"].layers}
+
+
+def test_transfer_base_is_frozen_and_the_head_trains(built):
+    model = built["mobilenetv2_frozen"]
+    assert not model.get_layer("Conv1").trainable and not model.get_layer("block_16_project").trainable
+    assert model.get_layer("pneumonia").trainable
+    trainable = {v.path.split("/")[0] for v in model.trainable_weights}
+    assert trainable == {"pneumonia"}
+
+
+def test_unfreeze_top_trains_the_top_but_keeps_batchnorm_frozen():
+    model = build_model(settings_for("mobilenetv2_finetune"))
+    frozen_before = len(model.trainable_weights)
+    count = unfreeze_top(model)
+    names = [layer.name for layer in model.layers]
+    start = names.index(FINETUNE_FROM)
+    top, bottom = model.layers[start:], model.layers[:start]
+    assert count == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in top) > 0
+    for layer in top:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert not layer.trainable, layer.name
+        else:
+            assert layer.trainable, layer.name
+    assert not any(layer.trainable for layer in bottom if layer.weights and layer.name.startswith(("Conv1", "block_", "expanded")))
+    assert model.get_layer("block_16_project").trainable and not model.get_layer("block_16_project_BN").trainable
+    assert len(model.trainable_weights) > frozen_before
+    with pytest.raises(ValueError):
+        unfreeze_top(build_model(settings_for("baseline_cnn")))
+
+
+def test_weights_from_a_local_file(tmp_path):
+    reference = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
+    keras.utils.set_random_seed(123)  # other random values than build_model's own seed would give
+    for layer in reference.layers:
+        layer.set_weights([np.random.normal(size=w.shape).astype(w.dtype) for w in layer.get_weights()])
+    path = tmp_path / "mobilenet.weights.h5"
+    reference.save_weights(path)
+    model = build_model(settings_for("mobilenetv2_frozen", weights=str(path)))  # augmentation on, as by default
+    assert same_weights(reference, model)
+    assert not same_weights(reference, build_model(settings_for("mobilenetv2_frozen")))
+
+
+def test_weights_file_missing_or_bad(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        build_model(settings_for("mobilenetv2_frozen", weights=str(tmp_path / "nope.h5")))
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(b"not hdf5")
+    with pytest.raises(UserError, match="cannot load weights"):
+        build_model(settings_for("mobilenetv2_frozen", weights=str(garbage)))
+
+
+@pytest.fixture
+def offline_keras_home(tmp_path, monkeypatch):
+    """No network (every proxy refuses) and an empty Keras home: deterministic on any machine."""
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    home = tmp_path / "keras_home"
+    home.mkdir()
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))  # read once at import: patch it too
+    return home
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_frozen", "densenet121_frozen"])
+def test_imagenet_offline_is_a_clear_error(offline_keras_home, name):
+    with pytest.raises(UserError) as error:
+        build_model(settings_for(name, weights="imagenet"))
+    message = str(error.value)
+    assert "~/.keras/models" in message and "--weights" in message
+    family = "densenet121" if name.startswith("densenet") else "mobilenetv2"
+    assert _WEIGHT_FILES[family] in message
+    assert list((offline_keras_home / "models").iterdir()) == []  # no partial download left behind
+
+
+def test_imagenet_weights_placed_by_hand_are_used_offline(offline_keras_home):
+    reference = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(224, 224, 3))
+    keras.utils.set_random_seed(7)
+    for layer in reference.layers:
+        layer.set_weights([np.random.normal(size=w.shape).astype(w.dtype) for w in layer.get_weights()])
+    target = offline_keras_home / "models" / _WEIGHT_FILES["mobilenetv2"]
+    target.parent.mkdir()
+    try:  # the format of Keras' own ImageNet files: legacy weights-only HDF5
+        import h5py
+        from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+
+        with h5py.File(target, "w") as handle:
+            save_weights_to_hdf5_group(handle, reference)
+    except ImportError:
+        reference.save(target)  # a legacy full-model .h5 loads the same way
+    model = build_model(settings_for("mobilenetv2_frozen", weights="imagenet"))
+    assert same_weights(reference, model)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_saved_model_reloads_in_safe_mode_with_the_same_outputs(built, name, tmp_path):
+    model = built[name]
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    x = batch(2, seed=1)
+    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), np.asarray(model(x, training=False)), rtol=1e-5, atol=1e-6)
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]

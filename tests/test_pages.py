@@ -1,0 +1,452 @@
+"""Every dashboard page under streamlit.testing.v1.AppTest: empty states, the tiny run, interactions.
+
+Pages read their configuration from the environment (CXR_RUNS_DIR, CXR_DATA_DIR,
+CXR_DATA_ROOTS), so each test points them at its own store with monkeypatch.
+Assertions are on what a person sees: titles, messages, metric values, tables.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit import config as streamlit_config
+from streamlit.testing.v1 import AppTest
+
+from cxr_core import evaluate, explore, inference, jobs
+from cxr_core.config import MODEL_NAMES, default_settings
+from cxr_core.models import DESCRIPTIONS
+from cxr_core.store import RunStore
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+DATASET, TRAIN, COMPARE, PREDICT = (f"app_pages/{name}.py"
+                                    for name in ("1_dataset", "2_train", "3_compare", "4_predict"))
+TIMEOUT = 90  # the first TensorFlow import and model load are slow on two cores
+
+# .streamlit/config.toml hides error details from users; tests need them to say what broke.
+streamlit_config.set_option("client.showErrorDetails", "full")
+
+
+def open_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    if page:
+        at.switch_page(page).run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, "\n".join(f"{e.value}\n{''.join(e.stack_trace)}" for e in at.exception)
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [element.value for element in getattr(at, kind)]
+
+
+def shown(at: AppTest) -> str:
+    """All prose on the page, to search for a sentence."""
+    kinds = ("title", "header", "subheader", "markdown", "caption", "info", "warning", "success", "error")
+    return "\n".join(text for kind in kinds for text in texts(at, kind))
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def widget(elements, label: str):
+    matches = [e for e in elements if e.label == label]
+    assert matches, f"no widget labelled {label!r} among {[e.label for e in elements]}"
+    return matches[0]
+
+
+@pytest.fixture
+def empty_store(tmp_path, monkeypatch) -> RunStore:
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "runs"))
+    return RunStore(tmp_path / "runs")
+
+
+@pytest.fixture
+def demo_data(demo_dir, monkeypatch):
+    """Pages on the small session demo set (SYNTHETIC, like the default one)."""
+    monkeypatch.setenv("CXR_DATA_DIR", str(demo_dir))
+    return demo_dir
+
+
+@pytest.fixture
+def tiny_store(tiny_run, monkeypatch):
+    store, run_id = tiny_run
+    monkeypatch.setenv("CXR_RUNS_DIR", str(store.root))
+    return store, run_id
+
+
+@pytest.fixture
+def two_runs(tiny_run, tmp_path, monkeypatch):
+    """A private store with the tiny run and a copy whose test predictions differ (no extra training)."""
+    store, run_id = tiny_run
+    root = tmp_path / "two_runs"
+    shutil.copytree(store.root / run_id, root / run_id)
+    twin = run_id.rsplit("-", 1)[0] + "-beef"
+    shutil.copytree(store.root / run_id, root / twin)
+    status = json.loads((root / twin / "status.json").read_text())
+    (root / twin / "status.json").write_text(json.dumps(dict(status, created=status["created"] + 1)))
+    predictions = pd.read_csv(root / twin / "predictions_test.csv")
+    predictions["probability"] = np.where(predictions.index % 3 == 0, 1 - predictions["probability"],
+                                          predictions["probability"])
+    predictions.to_csv(root / twin / "predictions_test.csv", index=False)
+    monkeypatch.setenv("CXR_RUNS_DIR", str(root))
+    return RunStore(root), run_id, twin
+
+
+@pytest.fixture
+def no_worker(monkeypatch):
+    """Record worker starts instead of training in the background."""
+    started = []
+    monkeypatch.setattr(jobs, "spawn_worker", lambda store: started.append(store.root))
+    return started
+
+
+def xray_bytes(demo_dir, name="PNEUMONIA") -> tuple[str, bytes]:
+    path = sorted((demo_dir / "test" / name).glob("*.jpeg"))[0]
+    return path.name, path.read_bytes()
+
+
+def dicom_bytes(pixels: np.ndarray) -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR image storage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Modality, ds.Rows, ds.Columns = "CR", *pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixels.astype(np.uint8).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- Home and the data chooser
+
+
+def test_home_on_the_default_demo_set_with_no_runs(empty_store):
+    at = open_app()
+    assert texts(at, "title") == ["Chest X-ray pneumonia study"]
+    assert any("Not for clinical use" in text for text in texts(at, "error"))
+    assert any("SYNTHETIC" in text for text in texts(at, "warning"))
+    values = metrics(at)
+    assert values["Images"] == "300" and values["NORMAL"] == "150" and values["PNEUMONIA"] == "150"
+    assert values["Runs"] == "0" and values["Finished"] == "0"
+    assert "No runs yet" in shown(at)
+    assert at.sidebar.selectbox[0].value == "Demo data set (SYNTHETIC)"
+
+
+def test_home_counts_the_finished_run(tiny_store, demo_data):
+    values = metrics(open_app())
+    assert values["Runs"] == "1" and values["Finished"] == "1"
+    assert values["Images"] == "120"
+
+
+def test_a_missing_data_folder_is_a_message_and_the_demo_is_one_click_away(empty_store, monkeypatch, tmp_path):
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "not_there"))
+    at = open_app()
+    assert any("cannot be used" in text and "does not exist" in text for text in texts(at, "warning"))
+    assert not at.metric  # no counts of a data set that is not there
+    at.sidebar.selectbox[0].select("Demo data set (SYNTHETIC)").run()
+    assert_clean(at)
+    assert metrics(at)["Images"] == "300"
+
+
+def test_the_data_chooser_offers_only_configured_folders(empty_store, demo_data, tmp_path, monkeypatch):
+    extra = tmp_path / "other_root"
+    monkeypatch.setenv("CXR_DATA_ROOTS", str(extra))
+    at = open_app()
+    chooser = at.sidebar.selectbox[0]
+    assert chooser.options == [f"chest_xray ({demo_data})", f"other_root ({extra})", "Demo data set (SYNTHETIC)"]
+    assert not at.sidebar.text_input  # no free-text path on the server's disk
+
+
+# ---------------------------------------------------------------- Dataset
+
+
+def test_dataset_page_shows_counts_leakage_and_a_gallery(empty_store, demo_data):
+    at = open_app(DATASET)
+    values = metrics(at)
+    assert values["PNEUMONIA : NORMAL"] == "1.0 : 1"
+    assert values["Accuracy of always answering PNEUMONIA"] == "50.0%"
+    assert any("Leakage check passed" in text for text in texts(at, "success"))
+    assert any("A random split by image instead would share" in text for text in texts(at, "info"))
+    balance = at.dataframe[0].value.set_index("split")
+    assert balance.loc["all", "images"] == 120 and balance.loc["all", "PNEUMONIA"] == 60
+    gallery = [caption for image in at.image for caption in image.captions if "KB" in caption]
+    assert len(gallery) == 12 and all("96×96 px" in caption for caption in gallery)
+    assert any("All 120 sampled images are 96×96 pixels" in text for text in texts(at, "info"))
+    means = [caption for image in at.image for caption in image.captions if caption.startswith("mean")]
+    assert means == ["mean NORMAL image (60 images)", "mean PNEUMONIA image (60 images)"]
+
+
+def test_gallery_filters_and_a_fresh_sample(empty_store, demo_data):
+    at = open_app(DATASET)
+    widget(at.selectbox, "Class").select("PNEUMONIA")
+    widget(at.selectbox, "Infection kind").select("virus")
+    at.run()
+    assert_clean(at)
+    first = [c for image in at.image for c in image.captions if "KB" in c]
+    assert first and all("_virus_" in c and "PNEUMONIA" in c for c in first)
+    widget(at.selectbox, "Class").select("any")
+    widget(at.selectbox, "Infection kind").select("any")
+    at.run()
+    before = [c for image in at.image for c in image.captions if "KB" in c]
+    widget(at.button, "New random sample").click().run()
+    after = [c for image in at.image for c in image.captions if "KB" in c]
+    assert len(after) == 12 and after != before
+    widget(at.selectbox, "Class").select("NORMAL")
+    widget(at.selectbox, "Infection kind").select("bacteria")
+    at.run()
+    assert any("No images match" in text for text in texts(at, "info"))
+
+
+# ---------------------------------------------------------------- Train
+
+
+def test_train_page_with_no_runs_explains_and_describes_the_model(empty_store, demo_data):
+    at = open_app(TRAIN)
+    assert DESCRIPTIONS["regularized_cnn"] in texts(at, "info")
+    assert "No runs yet" in shown(at) and "No model is training right now." in shown(at)
+    widget(at.selectbox, "Model").select("densenet121_frozen").run()
+    assert_clean(at)
+    assert DESCRIPTIONS["densenet121_frozen"] in texts(at, "info")
+    assert widget(at.radio, "Start from").value == "imagenet"
+    assert widget(at.number_input, "Epochs").value == default_settings("densenet121_frozen").epochs
+
+
+def test_launch_queues_a_run_which_can_be_removed_and_deleted(empty_store, demo_data, no_worker):
+    at = open_app(TRAIN)
+    widget(at.number_input, "Epochs").set_value(3)
+    widget(at.select_slider, "Image size (pixels a side)").set_value(64)
+    widget(at.button, "Train").click().run()
+    assert_clean(at)
+    (run,) = empty_store.list()
+    assert run.state == "queued" and run.settings["epochs"] == 3 and run.settings["image_size"] == 64
+    assert Path(run.settings["data_dir"]) == demo_data.resolve()
+    assert any(run.run_id in text for text in texts(at, "success"))
+    assert no_worker == [empty_store.root]  # the launch asked for a worker
+    table = at.dataframe[0].value
+    assert table.loc[0, "state"] == "queued" and table.loc[0, "epochs"] == "0/3"
+
+    widget(at.button, "Remove").click().run()
+    assert_clean(at)
+    assert empty_store.get(run.run_id).state == "cancelled"
+    at.run()
+    widget(at.button, "Delete...").click().run()
+    assert any(run.run_id in text for text in texts(at, "warning"))
+    widget(at.button, "Yes, delete it").click().run()
+    assert_clean(at)
+    assert empty_store.list() == []
+    assert "No runs yet" in shown(at)
+
+
+def test_the_study_lineup_queues_all_five_models(empty_store, demo_data, no_worker):
+    at = open_app(TRAIN)
+    widget(at.button, "Train the study's lineup").click().run()
+    assert_clean(at)
+    assert sorted(r.model for r in empty_store.list()) == sorted(MODEL_NAMES)
+    assert all(r.state == "queued" for r in empty_store.list())
+    assert len(no_worker) == 1  # one worker trains them one after another
+    assert sum(text.startswith("Queued:") for text in texts(at, "markdown")) == 5
+
+
+def test_live_progress_of_a_running_job_and_the_stop_button(empty_store, demo_data, no_worker):
+    settings = default_settings("regularized_cnn")
+    run = empty_store.new_run(settings.to_dict(), str(demo_data), state="running")
+    # A stand-in for the training process: the store trusts a live pid whose command line names cxr_core.
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "cxr_core"],
+                           start_new_session=True)
+    try:
+        empty_store.set_status(run.run_id, pid=job.pid, started=time.time() - 95, epoch=2, batch=3,
+                               steps_per_epoch=6)
+        history = [{"epoch": e, "seconds": 40.0, "loss": 0.7 / e, "accuracy": 0.6 + e / 20,
+                    "val_loss": 0.8 / e, "val_accuracy": 0.55 + e / 20} for e in (1, 2)]
+        (run.path / "history.json").write_text(json.dumps(history))
+        at = open_app(TRAIN)
+        assert texts(at, "subheader") == [f"Training {explore.run_label(empty_store.get(run.run_id))}"]
+        assert at.get("progress")[0].proto.text == "epoch 2 of 12, batch 3 of 6"
+        values = metrics(at)
+        assert values["Elapsed"].startswith("1m 3")  # started 95 s ago
+        assert values["Estimated remaining"] == "6m 20s"  # (12 - 2.5) epochs x 40 s
+        assert len(at.get("plotly_chart")) == 1  # the live loss and accuracy curves
+        widget(at.button, "Stop").click().run()
+        assert_clean(at)
+        assert any("Stopping" in text for text in texts(at, "warning"))
+        assert job.wait(timeout=20) == -signal.SIGTERM
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+
+
+# ---------------------------------------------------------------- Compare
+
+
+def test_compare_with_no_runs_says_where_to_start(empty_store):
+    at = open_app(COMPARE)
+    assert any("No finished runs yet" in text for text in texts(at, "info"))
+    assert not at.dataframe
+
+
+def test_compare_shows_the_stored_metrics_and_a_live_threshold(tiny_store):
+    store, run_id = tiny_store
+    evaluation = store.get(run_id).evaluation("test")
+    at = open_app(COMPARE)
+    table = at.dataframe[0].value
+    assert table.loc[0, "accuracy"].startswith(f"{evaluation['accuracy']:.3f} (")
+    assert table.loc[0, "images"] == evaluation["n"]
+    published = at.dataframe[1].value.set_index("name")
+    assert published.loc["Kermany et al. 2018: Inception-V3 transfer", "sensitivity"] == 0.932
+    values = metrics(at)
+    assert values["Sensitivity"] == f"{evaluation['sensitivity']:.3f}"
+    assert values["Specificity"] == f"{evaluation['specificity']:.3f}"
+    (tn, fp), (fn, tp) = evaluation["confusion_matrix"]
+    assert f"{fn} missed pneumonia (FN) and {fp} false alarms (FP) among {evaluation['n']} images." in shown(at)
+
+    at.slider[0].set_value(0.0).run()  # everything is called PNEUMONIA: nothing missed, every healthy child alarmed
+    assert_clean(at)
+    values = metrics(at)
+    assert values["Sensitivity"] == "1.000" and values["Specificity"] == "0.000"
+    assert f"0 missed pneumonia (FN) and {tn + fp} false alarms (FP)" in shown(at)
+    assert "McNemar" not in shown(at)  # needs two runs
+
+    widget(at.radio, "Evaluated on").set_value("val").run()
+    assert_clean(at)
+    assert at.dataframe[0].value.loc[0, "images"] == store.get(run_id).evaluation("val")["n"]
+    widget(at.radio, "Evaluated on").set_value("test").run()
+    at.slider[0].set_value(0.0).run()
+    widget(at.selectbox, "Cell").select("FP").run()
+    assert_clean(at)
+    assert f"{tn + fp} images; the most confident calls first." in shown(at)
+    assert sum(len(image.captions) for image in at.image) == min(tn + fp, 12)
+
+
+def test_compare_two_runs_runs_mcnemar_on_the_same_images(two_runs):
+    store, run_a, run_b = two_runs
+    at = open_app(COMPARE)
+    assert len(at.dataframe[0].value) == 2
+    labels = {run_id: explore.run_label(store.get(run_id)) for run_id in (run_a, run_b)}
+    a, b = widget(at.selectbox, "Run A").value, widget(at.selectbox, "Run B").value
+    assert {a, b} == set(labels.values())
+    by_label = {label: run_id for run_id, label in labels.items()}
+    pa, pb = (inference.predictions(by_label[x], "test", store) for x in (a, b))
+    ta, tb = (store.get(by_label[x]).evaluation("test")["threshold"] for x in (a, b))
+    both = explore.align_predictions(pa, pb)
+    expected = evaluate.mcnemar_test(both["label"], (both["probability_a"] >= ta).astype(int),
+                                     (both["probability_b"] >= tb).astype(int), name_a=a, name_b=b)
+    values = metrics(at)
+    assert values["Only A right"] == str(expected["a_right_b_wrong"])
+    assert values["Only B right"] == str(expected["a_wrong_b_right"])
+    assert expected["reading"] in texts(at, "markdown")
+
+
+# ---------------------------------------------------------------- Predict
+
+
+def test_predict_with_no_runs_says_where_to_start(empty_store):
+    at = open_app(PREDICT)
+    assert any("No finished runs yet" in text for text in texts(at, "info"))
+    assert not at.file_uploader
+
+
+def test_predict_an_upload_then_a_corrupt_file(tiny_store, demo_dir):
+    store, run_id = tiny_store
+    at = open_app(PREDICT)
+    uploader = at.file_uploader[0]
+    assert {"jpg", "jpeg", "png", "dcm"} <= {t.lstrip(".") for t in uploader.allowed_type}
+    name, content = xray_bytes(demo_dir)
+    expected = inference.predict_image(inference.load_run(run_id, store), content, name=name)
+
+    uploader.set_value((name, content, "image/jpeg"))
+    at.run()
+    assert_clean(at)
+    label = explore.run_label(store.get(run_id))
+    assert metrics(at)[label] == expected["label"]
+    assert any(f"P(pneumonia) **{expected['probability']:.3f}**" in text for text in texts(at, "markdown"))
+    captions = [c for image in at.image for c in image.captions]
+    assert f"{name} (96×96 px)" in captions and f"Grad-CAM: evidence for {expected['label']}" in captions
+
+    at.slider[0].set_value(0.8).run()  # heat map opacity
+    assert_clean(at)
+    at.file_uploader[0].set_value(("bad.jpeg", b"this is not an X-ray", "image/jpeg"))
+    at.run()
+    assert_clean(at)
+    errors = [text for text in texts(at, "error") if "bad.jpeg" in text]
+    assert errors == ["bad.jpeg: not an image (the bytes are text) - upload a JPEG, PNG or DICOM file"]
+    assert not at.metric
+
+
+def test_predict_a_batch_with_a_dicom_and_a_bad_file(tiny_store, demo_dir):
+    store, run_id = tiny_store
+    at = open_app(PREDICT)
+    name, content = xray_bytes(demo_dir, "NORMAL")
+    dicom = dicom_bytes(np.asarray(Image.open(io.BytesIO(content)).convert("L")))
+    at.file_uploader[0].set_value([(name, content, "image/jpeg"), ("scan.dcm", dicom, "application/dicom"),
+                                   ("empty.png", b"", "image/png")])
+    at.run()
+    assert_clean(at)
+    table = at.dataframe[0].value.set_index("file")
+    assert list(table.index) == [name, "scan.dcm", "empty.png"]
+    assert table.loc[name, "label"] in ("NORMAL", "PNEUMONIA") and table.loc[name, "error"] == ""
+    # The DICOM holds the same pixels as the JPEG, so the model sees the same image.
+    assert table.loc["scan.dcm", "probability"] == pytest.approx(table.loc[name, "probability"], abs=0.02)
+    assert "empty.png: the file is empty" in table.loc["empty.png", "error"]
+    assert at.get("download_button")
+    widget(at.selectbox, "Show details of").select("scan.dcm").run()
+    assert_clean(at)
+    assert texts(at, "header")[-1] == "scan.dcm"
+
+
+def test_predict_an_image_picked_from_the_data_set(tiny_store, demo_data):
+    at = open_app(PREDICT)
+    widget(at.radio, "Image").set_value("data set").run()
+    assert_clean(at)
+    (picker,) = [box for box in at.selectbox if box.label.startswith("An image of the test split")]
+    picked = picker.value
+    assert texts(at, "header")[-1] == picked
+    assert list(metrics(at).values())[0] in ("NORMAL", "PNEUMONIA")
+
+
+def test_a_broken_run_and_a_corrupt_model_leave_the_pages_working(tiny_run, tmp_path, monkeypatch, demo_dir):
+    store, run_id = tiny_run
+    root = tmp_path / "mixed_runs"
+    shutil.copytree(store.root / run_id, root / run_id)
+    corrupt = run_id.rsplit("-", 1)[0] + "-dead"
+    shutil.copytree(store.root / run_id, root / corrupt)
+    (root / corrupt / "model.keras").write_bytes(b"PK\x03\x04 not a keras archive")
+    (root / "20260101-000000-junk-0000").mkdir()
+    (root / "20260101-000000-junk-0000" / "settings.json").write_text("{not json")
+    monkeypatch.setenv("CXR_RUNS_DIR", str(root))
+
+    at = open_app(TRAIN)
+    states = at.dataframe[0].value.set_index("run")["state"]
+    assert states["20260101-000000-junk-0000"] == "broken" and states[run_id] == "done"
+
+    at = open_app(PREDICT)
+    name, content = xray_bytes(demo_dir)
+    at.file_uploader[0].set_value([(name, content, "image/jpeg"), (name, content, "image/jpeg")])
+    at.run()
+    assert_clean(at)
+    corrupt_label = explore.run_label(RunStore(root).get(corrupt))
+    assert any(text.startswith(f"{corrupt_label}: run {corrupt}") for text in texts(at, "error"))
+    table = at.dataframe[0].value
+    assert list(table["file"]) == [name, f"{name} (2)"]  # same name twice, told apart
+    assert set(table["run"]) == {explore.run_label(RunStore(root).get(run_id))}
