@@ -63,13 +63,13 @@ def home() -> None:
     st.page_link(predict_page, label="Predict: upload an X-ray and see where the model looked")
 
 
-# The page files live in app_pages/, not pages/: Streamlit treats a pages/ folder as the old
-# multipage layout until some session has called st.navigation, so the first visit after a
-# restart to a deep link (say /compare) would run that page without this entry script.
-dataset_page = st.Page("app_pages/1_dataset.py", title="Dataset", icon=":material/photo_library:", url_path="dataset")
-train_page = st.Page("app_pages/2_train.py", title="Train", icon=":material/model_training:", url_path="train")
-compare_page = st.Page("app_pages/3_compare.py", title="Compare", icon=":material/compare:", url_path="compare")
-predict_page = st.Page("app_pages/4_predict.py", title="Predict", icon=":material/radiology:", url_path="predict")
+# Streamlit treats a pages/ folder as its old multipage layout until a session has called
+# st.navigation; each page calls dashboard.entry_guard() so that a deep link opened first
+# after a restart comes through this script instead of running the page without it.
+dataset_page = st.Page("pages/1_dataset.py", title="Dataset", icon=":material/photo_library:", url_path="dataset")
+train_page = st.Page("pages/2_train.py", title="Train", icon=":material/model_training:", url_path="train")
+compare_page = st.Page("pages/3_compare.py", title="Compare", icon=":material/compare:", url_path="compare")
+predict_page = st.Page("pages/4_predict.py", title="Predict", icon=":material/radiology:", url_path="predict")
 page = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
                       dataset_page, train_page, compare_page, predict_page])
 

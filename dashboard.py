@@ -33,6 +33,16 @@ SYNTHETIC_NOTE = ("The demo images are SYNTHETIC: drawn shapes that resemble che
 # ---------------------------------------------------------------- data set
 
 
+def entry_guard() -> None:
+    """Send a page that runs without app.py (a deep link right after a restart) to app.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    # True only before any session has called st.navigation, while Streamlit still
+    # runs pages/ files on their own; afterwards app.py's navigation serves every URL.
+    if PagesManager.uses_pages_directory:
+        st.switch_page("app.py")
+
+
 def data_sources() -> dict[str, Path | None]:
     """Label -> folder for every data set the server offers; None is the demo set.
 
@@ -174,7 +184,7 @@ def unique_names(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 
 
 def page_link_to_train() -> None:
-    st.page_link("app_pages/2_train.py", label="Go to Train to start a run", icon=":material/model_training:")
+    st.page_link("pages/2_train.py", label="Go to Train to start a run", icon=":material/model_training:")
 
 
 # ---------------------------------------------------------------- charts

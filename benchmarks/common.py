@@ -54,17 +54,18 @@ def _memory_gib() -> float | None:
 
 
 def _gpus() -> list[str]:
-    """GPUs as TensorFlow sees them (the ones training would use); a child process if TF is not loaded."""
+    """GPUs as TensorFlow sees them when it is loaded, else as the NVIDIA driver lists them.
+
+    Not a TensorFlow import just for this: it costs seconds per benchmark run.
+    """
     if "tensorflow" in sys.modules:
         import tensorflow as tf
 
         return [d.name for d in tf.config.list_physical_devices("GPU")]
-    code = "import json, tensorflow as tf; print(json.dumps([d.name for d in tf.config.list_physical_devices('GPU')]))"
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+        return [line.split(" (UUID")[0] for line in out.stdout.splitlines() if line.startswith("GPU ")]
+    except (OSError, subprocess.TimeoutExpired):
         return []
 
 
@@ -212,8 +213,10 @@ class StackSampler:
     functions only) and at the top of it (self time, any function).
     """
 
-    def __init__(self, interval: float = 0.005):
+    def __init__(self, interval: float = 0.005, roots: tuple = ()):
         self.interval, self.samples = interval, 0
+        # Code under these folders counts as the project's (the app may live outside the package).
+        self.roots = tuple(str(r) for r in (PROJECT_ROOT, *roots))
         self.inclusive: dict[str, int] = {}
         self.own: dict[str, int] = {}
         self._stop = None
@@ -230,7 +233,7 @@ class StackSampler:
     def _sample(self) -> None:
         import threading
 
-        me, root, bench = threading.get_ident(), str(PROJECT_ROOT), str(PROJECT_ROOT / "benchmarks")
+        me, bench = threading.get_ident(), str(PROJECT_ROOT / "benchmarks")
         while not self._stop.wait(self.interval):
             for ident, frame in sys._current_frames().items():
                 if ident == me:
@@ -240,7 +243,7 @@ class StackSampler:
                     stack.append(frame)
                     frame = frame.f_back
                 project = {self._name(f) for f in stack
-                           if f.f_code.co_filename.startswith(root) and not f.f_code.co_filename.startswith(bench)}
+                           if f.f_code.co_filename.startswith(self.roots) and not f.f_code.co_filename.startswith(bench)}
                 if not project:
                     continue  # idle threads, and the benchmark waiting for a page to finish
                 self.samples += 1

@@ -7,6 +7,8 @@
     python -m cxr_core predict   RUN FILE... [--runs DIR] [--json]
     python -m cxr_core runs      [--runs DIR] [--json]
     python -m cxr_core demo-data [--out DIR]
+    python -m cxr_core explore   --data DIR [--json]     (what the Dataset page shows)
+    python -m cxr_core compare   RUN RUN... [--split test] [--json]   (what the Compare page shows)
     python -m cxr_core worker    [--runs DIR]        (trains queued runs; the dashboard starts it)
     python -m cxr_core cancel    RUN [--runs DIR]
 
@@ -173,6 +175,72 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from . import data, explore
+
+    scan = data.scan_folder(_data_arg(args.data))
+    split = data.assign_splits(scan.manifest, seed=args.seed)
+    sizes = explore.image_size_table(scan.manifest, n=args.sample)
+    report = {
+        "summary": explore.dataset_summary(scan),
+        "class_balance": explore.class_balance(split).to_dict(orient="records"),
+        "images_per_patient": explore.images_per_patient(split).to_dict(orient="records"),
+        "patient_overlap": data.patient_overlap(split),
+        "naive_split_leakage": explore.naive_split_leakage(scan.manifest),
+        "image_sizes": sizes.describe().round(2).to_dict() if not sizes.empty else {},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"{report['summary']['root']}{'  (SYNTHETIC demo data)' if scan.synthetic else ''}")
+    print("\nclass balance (always answering PNEUMONIA scores the last column):")
+    print(explore.class_balance(split).to_string(index=False))
+    print("\nimages per patient:")
+    print(explore.images_per_patient(split).to_string(index=False))
+    print("\npatients in two splits, by patient (ours): " + ", ".join(f"{k} {v}" for k, v in report["patient_overlap"].items()))
+    print("patients in two splits, if split by image at random: " + ", ".join(f"{k} {v}" for k, v in report["naive_split_leakage"].items()))
+    if not sizes.empty:
+        print(f"\nimage sizes (sample of {len(sizes)}):")
+        print(sizes.describe().round(2).to_string())
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from . import evaluate, explore
+    from .inference import predictions
+
+    store = _store(args)
+    runs = [store.get(run_id) for run_id in args.runs_to_compare]
+    evaluations = {}
+    for run in runs:
+        evaluation = run.evaluation(args.split)
+        if evaluation is None:
+            raise UserError(f"run {run.run_id} has no {args.split} evaluation; run `python -m cxr_core evaluate {run.run_id} --split {args.split}`")
+        evaluations[run.run_id] = evaluation
+    table = explore.metrics_table(evaluations)
+    report = {"split": args.split, "metrics": table.to_dict(orient="records")}
+    tables = [predictions(run.run_id, args.split, store) for run in runs]
+    if len(runs) == 2 and all(t is not None for t in tables):
+        both = explore.align_predictions(tables[0], tables[1])
+        thresholds = [evaluations[r.run_id]["threshold"] for r in runs]
+        report["mcnemar"] = evaluate.mcnemar_test(
+            both["label"].to_numpy(),
+            (both["probability_a"] >= thresholds[0]).astype(int).to_numpy(),
+            (both["probability_b"] >= thresholds[1]).astype(int).to_numpy(),
+            name_a=runs[0].run_id, name_b=runs[1].run_id)
+    if all(t is not None for t in tables) and not explore.same_images(tables):
+        report["warning"] = "the runs were evaluated on different images; the comparison is not like for like"
+    if args.json:
+        print(json.dumps(report, default=str))
+        return 0
+    print(table.to_string(index=False))
+    if "mcnemar" in report:
+        print("\nMcNemar: " + report["mcnemar"]["reading"])
+    if "warning" in report:
+        print("\nwarning: " + report["warning"])
+    return 0
+
+
 def cmd_worker(args) -> int:
     from . import jobs
 
@@ -241,6 +309,18 @@ def parser() -> argparse.ArgumentParser:
 
     p = add("demo-data", cmd_demo_data, "write the synthetic demo data set")
     p.add_argument("--out")
+
+    p = add("explore", cmd_explore, "what the Dataset page shows: balance, patients, leakage, image sizes")
+    p.add_argument("--data")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--sample", type=int, default=300, help="images whose headers are read for sizes")
+    p.add_argument("--json", action="store_true")
+
+    p = add("compare", cmd_compare, "what the Compare page shows: metrics with intervals, McNemar for two runs")
+    p.add_argument("runs_to_compare", nargs="+", metavar="RUN")
+    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--runs")
+    p.add_argument("--json", action="store_true")
 
     p = add("worker", cmd_worker, "train queued runs until none are left")
     p.add_argument("--runs")

@@ -29,6 +29,39 @@ MODEL_NAMES: tuple[str, ...] = (
     "densenet121_frozen",
 )
 
+# One paragraph per model that a teacher can show. Here, not in models.py, so that
+# pages can show them without importing TensorFlow.
+DESCRIPTIONS = {
+    "baseline_cnn": (
+        "The seed study's plain CNN: three convolution + max-pooling blocks, a flattened "
+        "128-unit dense layer and one sigmoid output, trained from scratch with no augmentation "
+        "and no regularisation. It is the reference point: it fits the training images very well "
+        "and shows what overfitting to one hospital's images looks like on new ones."
+    ),
+    "regularized_cnn": (
+        "A small CNN trained from scratch with the regularisers that made the seed study's best "
+        "model: random rotation, zoom, shift and contrast changes of each training image (no "
+        "left-right flips: the heart is on the left), batch normalisation after every convolution, "
+        "global average pooling and dropout 0.5. It learns what pneumonia looks like rather than "
+        "memorising particular images, and trains on a laptop CPU in minutes."
+    ),
+    "mobilenetv2_frozen": (
+        "Transfer learning: MobileNetV2, a compact network pre-trained on ImageNet photographs, used "
+        "as a fixed feature extractor. Only a new classification head is trained. Fast, and shows how "
+        "far features learnt on everyday photos carry over to radiographs."
+    ),
+    "mobilenetv2_finetune": (
+        "MobileNetV2 as above, but after the new head is trained the top blocks of the network are "
+        "unfrozen and trained further with a small learning rate, so the features adapt to chest "
+        "X-rays. Usually better than the frozen version, at a higher risk of overfitting."
+    ),
+    "densenet121_frozen": (
+        "DenseNet121 pre-trained on ImageNet, frozen, with a new head: the family of network used by "
+        "CheXNet for chest X-ray reading. Larger and slower than MobileNetV2; its dense connections "
+        "reuse features across layers."
+    ),
+}
+
 
 class UserError(Exception):
     """A problem the person can fix (bad path, unknown run, bad argument).

@@ -125,6 +125,7 @@ def _draw(a: dict, finding: str, rng: np.random.Generator, size: int) -> np.ndar
             end = (hilum[0] + sign * length * np.cos(theta), hilum[1] + length * np.sin(theta))
             bronchi = np.maximum(bronchi, _segment(x, y, hilum, end, 0.009 * s))
         img += rng.uniform(0.45, 0.6) * lobe * patches * mottle * (1 - 0.5 * bronchi) * lungs[side]
+        img += rng.uniform(0.06, 0.12) * lungs[side]  # the rest of that lung is hazy too
     elif finding == "virus":
         # Interstitial pattern: bilateral, streaks radiating from both hila, patchy haze.
         haze = _noise_field(rng, 6, size) * (0.5 + _noise_field(rng, 48, size))
@@ -144,9 +145,6 @@ def _draw(a: dict, finding: str, rng: np.random.Generator, size: int) -> np.ndar
         else:
             p = (rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.4))
             img += 0.3 * _segment(x, y, p, (rng.uniform(0.1, 0.9), rng.uniform(0.6, 0.95)), 0.006)
-    # Fine grain everywhere (bone, vessels, film): real films are never flat, and flat regions
-    # make a small CNN's batch-norm statistics swing from step to step.
-    img += 0.08 * (_noise_field(rng, size // 3, size) - 0.5) * (0.3 + torso)
     img[: max(2, size // 24), size // 20: size // 20 + max(2, size // 32)] += 0.5  # the "R" side marker
 
     # Exposure differs per film, far more than the opacities shift the mean.

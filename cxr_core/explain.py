@@ -143,11 +143,15 @@ def gradcam(model, image: np.ndarray, layer_name: str | None = None,
         raise ValueError(f"class_index must be 0 (NORMAL), 1 (PNEUMONIA) or None, got {class_index!r}")
     cam_fn = _cam_function(model, layer_name or last_conv_layer_name(model))
     cam = cam_fn(tf.constant(x), tf.constant(-1 if class_index is None else class_index)).numpy()
-    # Scaled after resizing, so the hottest pixel the person sees is 1.
-    peak = float(cam.max())
+    # Scaled after resizing to the map's own range, so the hottest pixel the person sees
+    # is 1 and the coolest 0: a small CNN's map is often nearly flat (min close to max),
+    # and dividing by the peak alone would paint the whole film one colour.
+    peak, low = float(cam.max()), float(cam.min())
     if not np.isfinite(peak) or peak <= 0.0:
         return np.zeros(x.shape[1:3], dtype=np.float32)
-    return np.clip(np.nan_to_num(cam / peak), 0.0, 1.0).astype(np.float32)
+    low = max(low, 0.0)
+    span = peak - low if peak - low > 1e-6 * peak else peak
+    return np.clip(np.nan_to_num((cam - low) / span), 0.0, 1.0).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=4)

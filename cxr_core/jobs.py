@@ -117,6 +117,13 @@ def work(store: RunStore, echo=print) -> list[str]:
     """The worker loop: train queued runs until none are left. Returns the run ids trained."""
     trained: list[str] = []
     handle = _acquire(store)
+    # worker_running() takes the lock for an instant to test it: a worker starting
+    # at that moment waits that instant out rather than giving up.
+    for _ in range(20):
+        if handle is not None:
+            break
+        time.sleep(0.1)
+        handle = _acquire(store)
     if handle is None:
         raise _busy(store)
     while handle is not None:

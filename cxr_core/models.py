@@ -15,46 +15,19 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from .config import MODEL_NAMES, TrainSettings, UserError
+from .config import DESCRIPTIONS, MODEL_NAMES, TrainSettings, UserError  # noqa: F401  (DESCRIPTIONS re-exported)
 
-DESCRIPTIONS = {
-    "baseline_cnn": (
-        "The seed study's plain CNN: three convolution + max-pooling blocks, a flattened "
-        "128-unit dense layer and one sigmoid output, trained from scratch with no augmentation "
-        "and no regularisation. It is the reference point: it fits the training images very well "
-        "and shows what overfitting to one hospital's images looks like on new ones."
-    ),
-    "regularized_cnn": (
-        "A small CNN trained from scratch with the regularisers that made the seed study's best "
-        "model: random rotation, zoom, shift and contrast changes of each training image (no "
-        "left-right flips: the heart is on the left), batch normalisation after every convolution, "
-        "global average pooling and dropout 0.5. It learns what pneumonia looks like rather than "
-        "memorising particular images, and trains on a laptop CPU in minutes."
-    ),
-    "mobilenetv2_frozen": (
-        "Transfer learning: MobileNetV2, a compact network pre-trained on ImageNet photographs, used "
-        "as a fixed feature extractor. Only a new classification head is trained. Fast, and shows how "
-        "far features learnt on everyday photos carry over to radiographs."
-    ),
-    "mobilenetv2_finetune": (
-        "MobileNetV2 as above, but after the new head is trained the top blocks of the network are "
-        "unfrozen and trained further with a small learning rate, so the features adapt to chest "
-        "X-rays. Usually better than the frozen version, at a higher risk of overfitting."
-    ),
-    "densenet121_frozen": (
-        "DenseNet121 pre-trained on ImageNet, frozen, with a new head: the family of network used by "
-        "CheXNet for chest X-ray reading. Larger and slower than MobileNetV2; its dense connections "
-        "reuse features across layers."
-    ),
-}
 
 # Where MobileNetV2 fine-tuning starts unfreezing: the last three inverted-residual blocks.
 FINETUNE_FROM = "block_14_expand"
 
-_WEIGHT_FILES = {
-    "mobilenetv2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-    "densenet121": "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-}
+def weight_file_name(family: str, image_size: int) -> str:
+    """The file Keras looks for in ~/.keras/models for an ImageNet base without its top."""
+    if family == "mobilenetv2":
+        # Keras ships MobileNetV2 weights for these input sizes and falls back to 224 otherwise.
+        rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
+        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+    return "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 def _augmentation(x, seed: int):
@@ -96,14 +69,14 @@ def _regularized(inputs, s: TrainSettings):
     return layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
 
 
-def _resolve_weights(weights: str, family: str):
+def _resolve_weights(weights: str, family: str, image_size: int):
     if weights in (None, "", "none"):
         return None
     if weights == "imagenet":
         return "imagenet"
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise UserError(f"weights file {path} not found; pass --weights imagenet, none, or the path to a local {_WEIGHT_FILES[family]}")
+        raise UserError(f"weights file {path} not found; pass --weights imagenet, none, or the path to a local {weight_file_name(family, image_size)}")
     return str(path)
 
 
@@ -119,15 +92,19 @@ def _transfer(inputs, s: TrainSettings, family: str):
         x = layers.Rescaling(1 / 255, name="densenet_scale")(x)
         x = layers.Normalization(mean=[0.485, 0.456, 0.406], variance=[0.229**2, 0.224**2, 0.225**2], name="imagenet_norm")(x)
         build = keras.applications.DenseNet121
-    weights = _resolve_weights(s.weights, family)
+    weights = _resolve_weights(s.weights, family, s.image_size)
     try:
         base = build(include_top=False, weights=weights, input_tensor=x)
     except Exception as error:
         if weights != "imagenet":
             raise UserError(f"cannot load weights {weights}: {str(error)[:200]}") from None
+        # Keras's get_file reports a failed download as an Exception carrying the URL.
+        offline = isinstance(error, OSError) or "URL fetch failure" in str(error) or "http" in str(error).lower()
+        if not offline:
+            raise
         raise UserError(
             f"could not download the ImageNet weights for {family} ({type(error).__name__}); with no network, "
-            f"download {_WEIGHT_FILES[family]} elsewhere and put it in ~/.keras/models/, or pass "
+            f"download {weight_file_name(family, s.image_size)} elsewhere and put it in ~/.keras/models/, or pass "
             f"--weights PATH to that file, or --weights none to train from random initialisation"
         ) from None
     for layer in base.layers:

@@ -165,11 +165,10 @@ def fit(run_id: str, store: RunStore, echo=print) -> None:
                 callbacks.append(keras.callbacks.EarlyStopping(
                     monitor="val_auc", mode="max", patience=settings.early_stopping_patience,
                     restore_best_weights=True, start_from_epoch=1))
+            # shuffle=False: the tf.data pipeline already reshuffles every epoch.
             model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-                      callbacks=callbacks, verbose=0)
+                      callbacks=callbacks, verbose=0, shuffle=False)
             done_epochs = len(history)
-    except Cancelled:
-        raise
     finally:
         restore()
     if flag.set:
@@ -187,13 +186,16 @@ def fit(run_id: str, store: RunStore, echo=print) -> None:
         write_evaluation(run.path, name, part, prob, choice["threshold"], scan.root)
     # Written last: a visible model.keras means the run is complete.
     tmp = run.path / f".model-{os.getpid()}.keras"
-    model.save(tmp)
-    os.replace(tmp, run.path / "model.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, run.path / "model.keras")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_evaluation(run_path, split_name: str, part, prob: np.ndarray, threshold: float, root) -> dict:
     result = evaluate.evaluate_predictions(part["label"].to_numpy(), prob, threshold)
-    result.update(run=run_path.name, split=split_name)
+    result.update(run=run_path.name, split=split_name, data_dir=str(root))
     atomic_write_json(run_path / f"evaluation_{split_name}.json", result)
     predictions = part[["path", "label", "patient_id", "kind"]].copy()
     predictions["path"] = [os.path.relpath(p, root) if os.path.isabs(p) else p for p in predictions["path"]]

@@ -29,7 +29,7 @@ def test_predictions_during_training(tiny_run, demo_dir, tmp_path):
 
     train_store = RunStore(tmp_path / "runs")
     settings = default_settings("baseline_cnn")
-    settings.epochs, settings.image_size, settings.batch_size = 25, 48, 16
+    settings.epochs, settings.image_size, settings.batch_size = 30, 48, 16
     settings.augment, settings.early_stopping_patience = False, 0
     training = jobs.submit(settings, demo_dir, train_store, start=False)
     worker = jobs.spawn_worker(train_store)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cxr_core.config import MODEL_NAMES, UserError, default_settings
-from cxr_core.models import DESCRIPTIONS, FINETUNE_FROM, _WEIGHT_FILES, build_model, unfreeze_top
+from cxr_core.models import DESCRIPTIONS, FINETUNE_FROM, build_model, unfreeze_top, weight_file_name
 
 SIZE = 64  # transfer bases need at least 32 px
 
@@ -148,7 +148,7 @@ def test_imagenet_offline_is_a_clear_error(offline_keras_home, name):
     message = str(error.value)
     assert "~/.keras/models" in message and "--weights" in message
     family = "densenet121" if name.startswith("densenet") else "mobilenetv2"
-    assert _WEIGHT_FILES[family] in message
+    assert weight_file_name(family, settings_for(name).image_size) in message
     assert list((offline_keras_home / "models").iterdir()) == []  # no partial download left behind
 
 
@@ -157,7 +157,7 @@ def test_imagenet_weights_placed_by_hand_are_used_offline(offline_keras_home):
     keras.utils.set_random_seed(7)
     for layer in reference.layers:
         layer.set_weights([np.random.normal(size=w.shape).astype(w.dtype) for w in layer.get_weights()])
-    target = offline_keras_home / "models" / _WEIGHT_FILES["mobilenetv2"]
+    target = offline_keras_home / "models" / weight_file_name("mobilenetv2", 224)
     target.parent.mkdir()
     try:  # the format of Keras' own ImageNet files: legacy weights-only HDF5
         import h5py

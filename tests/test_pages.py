@@ -29,7 +29,7 @@ from cxr_core.models import DESCRIPTIONS
 from cxr_core.store import RunStore
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
-DATASET, TRAIN, COMPARE, PREDICT = (f"app_pages/{name}.py"
+DATASET, TRAIN, COMPARE, PREDICT = (f"pages/{name}.py"
                                     for name in ("1_dataset", "2_train", "3_compare", "4_predict"))
 TIMEOUT = 90  # the first TensorFlow import and model load are slow on two cores
 

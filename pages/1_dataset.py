@@ -8,6 +8,8 @@ import dashboard
 from cxr_core import data, explore
 from cxr_core.config import CLASSES
 
+dashboard.entry_guard()
+
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def gallery(root: str, split, class_name, kind, n: int, seed: int):
