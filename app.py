@@ -75,4 +75,9 @@ page = st.navigation([st.Page(home, title="Home", icon=":material/home:", defaul
 
 dashboard.data_chooser()
 st.sidebar.caption("Not for clinical use. Teaching and research only.")
+st.session_state[dashboard.ENTRY_FLAG] = True
+asked_for = st.session_state.pop(dashboard.DEEP_LINK, None)
+by_file = {"1_dataset.py": dataset_page, "2_train.py": train_page, "3_compare.py": compare_page, "4_predict.py": predict_page}
+if asked_for in by_file:
+    st.switch_page(by_file[asked_for])
 page.run()

@@ -33,13 +33,20 @@ SYNTHETIC_NOTE = ("The demo images are SYNTHETIC: drawn shapes that resemble che
 # ---------------------------------------------------------------- data set
 
 
-def entry_guard() -> None:
-    """Send a page that runs without app.py (a deep link right after a restart) to app.py."""
-    from streamlit.runtime.pages_manager import PagesManager
+ENTRY_FLAG = "_entered_through_app"
+DEEP_LINK = "_deep_link_page"
 
-    # True only before any session has called st.navigation, while Streamlit still
-    # runs pages/ files on their own; afterwards app.py's navigation serves every URL.
-    if PagesManager.uses_pages_directory:
+
+def entry_guard(page_file: str) -> None:
+    """Send a page that runs without app.py (a deep link right after a restart) through app.py.
+
+    Streamlit runs a pages/ file on its own until some session has called
+    st.navigation; app.py sets ENTRY_FLAG before it runs any page, so a page
+    that finds the flag missing was not reached through it. app.py then opens
+    the page that was asked for (DEEP_LINK), now with navigation and sidebar.
+    """
+    if not st.session_state.get(ENTRY_FLAG):
+        st.session_state[DEEP_LINK] = Path(page_file).name
         st.switch_page("app.py")
 
 

@@ -135,10 +135,18 @@ def replace_between_markers(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda _: f"{start}\n{body.strip()}\n{end}", text, count=1)
 
 
+def _readable(path: Path, mode: int | None = None) -> None:
+    """atomic_write_* create files 0600 (mkstemp); results and the README are for everyone to read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode if mode is not None else 0o666 & ~umask)
+
+
 def update_readme(name: str, body: str, readme: Path = README) -> None:
     readme = Path(readme)
-    text = readme.read_text()
+    text, mode = readme.read_text(), readme.stat().st_mode & 0o777
     atomic_write_bytes(readme, replace_between_markers(text, name, body).encode())
+    _readable(readme, mode)
 
 
 def write_results(out_dir: Path, stem: str, result: dict, markdown: str) -> tuple[Path, Path]:
@@ -147,6 +155,8 @@ def write_results(out_dir: Path, stem: str, result: dict, markdown: str) -> tupl
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     atomic_write_json(json_path, result)
     atomic_write_bytes(md_path, (markdown.rstrip() + "\n").encode())
+    for path in (json_path, md_path):
+        _readable(path)
     return json_path, md_path
 
 

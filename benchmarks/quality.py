@@ -35,16 +35,12 @@ import pandas as pd
 
 import common
 from cxr_core import evaluate, reference
-from cxr_core.config import MODEL_NAMES, default_settings
+from cxr_core.config import MODEL_NAMES, UserError, default_settings
 from cxr_core.store import RunStore
 
 METRICS = ("accuracy", "sensitivity", "specificity", "macro_f1", "auc")
 METRIC_LABELS = ("accuracy", "sensitivity", "specificity", "macro F1", "AUC")
-# Keras' file names for the ImageNet weights without the classifier top (keras.applications).
-WEIGHT_FILES = {
-    "mobilenetv2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-    "densenet121": "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-}
+FAMILIES = ("mobilenetv2", "densenet121")
 OFFLINE = "random init (ImageNet weights not available offline)"
 
 
@@ -65,11 +61,14 @@ def imagenet_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def keras_cached(fam: str) -> bool:
+def keras_cached(model: str) -> bool:
+    """Are the model's ImageNet weights already in Keras' cache (~/.keras/models), so no download is needed?"""
     import os
 
+    from cxr_core.models import weight_file_name  # imports TensorFlow: only asked for transfer models
+
     home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
-    return (home / "models" / WEIGHT_FILES[fam]).is_file()
+    return (home / "models" / weight_file_name(family(model), default_settings(model).image_size)).is_file()
 
 
 def plan_weights(models: list[str], requested: list[str]) -> dict[str, tuple[str | None, str]]:
@@ -78,7 +77,7 @@ def plan_weights(models: list[str], requested: list[str]) -> dict[str, tuple[str
     for item in requested:
         if "=" in item:
             fam, path = item.split("=", 1)
-            if fam not in WEIGHT_FILES:
+            if fam not in FAMILIES:
                 raise SystemExit(f"--weights {item}: use mobilenetv2=PATH or densenet121=PATH")
             files[fam] = str(Path(path).expanduser().resolve())
         elif item in ("auto", "imagenet", "none"):
@@ -95,7 +94,7 @@ def plan_weights(models: list[str], requested: list[str]) -> dict[str, tuple[str
             plan[model] = (files[fam], f"ImageNet (local file {Path(files[fam]).name})")
         elif mode == "none":
             plan[model] = ("none", "random init (--weights none)")
-        elif mode == "imagenet" or keras_cached(fam):
+        elif mode == "imagenet" or keras_cached(model):
             plan[model] = ("imagenet", "ImageNet (pretrained)")
         else:
             reachable = imagenet_reachable() if reachable is None else reachable
@@ -286,7 +285,8 @@ def main(argv=None) -> int:
                    help="train MODEL for N epochs instead of its default (repeatable; the table says so)")
     p.add_argument("--weights", action="append", default=[], metavar="auto|imagenet|none|FAMILY=PATH",
                    help="transfer models' weights (default auto: ImageNet where available, else random init, labelled)")
-    p.add_argument("--reuse", action="store_true", help="reuse finished runs in the bench store with identical settings")
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs in the bench store with identical settings and data folder "
+                        "(it cannot see code changes: retrain after changing a model or the pipeline)")
     p.add_argument("--runs", type=Path, default=common.WORK_DIR / "runs", help="the benchmark's run store (default: %(default)s)")
     p.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where quality.json/.md go (default: %(default)s)")
     p.add_argument("--update-readme", action="store_true", help="replace the README's quality section with the table")
@@ -295,6 +295,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     args.data = args.data.expanduser().resolve()
+    try:
+        from cxr_core.data import resolve_root
+
+        resolve_root(args.data)  # a wrong --data fails here, not once per model
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown or not models:

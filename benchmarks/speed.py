@@ -44,7 +44,7 @@ import pandas as pd
 
 import common
 from cxr_core import data as data_mod
-from cxr_core.config import CLASSES, MODEL_NAMES, default_settings
+from cxr_core.config import CLASSES, MODEL_NAMES, UserError, default_settings
 
 SECTIONS = ("pipeline", "training", "predict", "pages", "memory", "scale")
 TARGETS = {"predict_p95_ms": 150, "gradcam_p95_ms": 500, "page_s": 1.5, "training_peak_gib": 3.0,
@@ -663,7 +663,8 @@ def scale_child(spec: dict) -> None:
     frame = pipeline.readable(split, cache)
     train = frame[frame.split == "train"]
     # TensorFlow's one-off start-up (runtime, first graph) is not the pipeline's throughput.
-    warm_up = pipeline.make_dataset(cache, train["row"][:BATCH], train["label"][:BATCH], batch_size=BATCH, shuffle=False)
+    warm_up = pipeline.make_dataset(cache, train["row"].iloc[:BATCH], train["label"].iloc[:BATCH], batch_size=BATCH,
+                                    shuffle=False)
     sum(int(x.shape[0]) for x, _ in warm_up)
     started = time.perf_counter()
     ds = pipeline.make_dataset(cache, train["row"], train["label"], batch_size=BATCH, shuffle=True, seed=42)
@@ -907,9 +908,14 @@ def main(argv=None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="speed-", dir=args.work))
     data = args.data.expanduser().resolve()
-    if args.limit:
-        data = limited_copy(data, args.limit, work / f"data-limit-{args.limit}", seed=0)
-    ctx = Context(args, data, work)
+    try:
+        if args.limit:
+            data = limited_copy(data, args.limit, work / f"data-limit-{args.limit}", seed=0)
+        ctx = Context(args, data, work)
+    except UserError as error:  # a wrong --data: one line, like the CLI
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     previous = {}
     try:

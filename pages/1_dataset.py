@@ -8,7 +8,7 @@ import dashboard
 from cxr_core import data, explore
 from cxr_core.config import CLASSES
 
-dashboard.entry_guard()
+dashboard.entry_guard(__file__)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -9,7 +9,7 @@ from cxr_core import explore, jobs
 from cxr_core.config import MODEL_NAMES, UserError, default_settings
 from cxr_core.config import DESCRIPTIONS
 
-dashboard.entry_guard()
+dashboard.entry_guard(__file__)
 st.title("Train")
 st.markdown("Pick a model and a recipe and launch it. Training runs in its own background process, one job at "
             "a time (the rest wait in a queue), so you can switch pages, refresh or close the browser while it "

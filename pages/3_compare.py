@@ -8,7 +8,7 @@ import dashboard
 from cxr_core import data, evaluate, explore, reference
 from cxr_core.config import UserError
 
-dashboard.entry_guard()
+dashboard.entry_guard(__file__)
 st.title("Compare runs")
 st.markdown("Put finished runs side by side on the same held-out images. Sensitivity is the share of pneumonia "
             "cases caught, specificity the share of healthy children correctly cleared; the intervals show how "

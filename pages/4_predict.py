@@ -9,7 +9,7 @@ import dashboard
 from cxr_core import explain, explore, images
 from cxr_core.config import UserError
 
-dashboard.entry_guard()
+dashboard.entry_guard(__file__)
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom", "bmp", "gif", "tif", "tiff", "webp"]
 
 st.title("Predict")

@@ -72,6 +72,9 @@ def test_update_readme_on_a_copy_keeps_the_rest_of_the_real_readme(tmp_path):
     assert between(updated, "speed").strip() == "fresh figures"
     assert between(updated, "quality") == between(original, "quality")
     assert updated.replace(between(updated, "speed"), "") == original.replace(between(original, "speed"), "")
+    copy.chmod(0o644)
+    common.update_readme("speed", "again", copy)
+    assert copy.stat().st_mode & 0o777 == 0o644  # the atomic rewrite keeps the file's permissions
 
 
 def test_markdown_table_escapes_pipes_and_formats_numbers():
@@ -126,7 +129,7 @@ def test_quality_benchmark_end_to_end_then_reuse(bench_data, tmp_path):
 def test_quality_weights_plan_never_calls_random_init_pretrained(monkeypatch):
     import quality
 
-    monkeypatch.setattr(quality, "keras_cached", lambda family: False)
+    monkeypatch.setattr(quality, "keras_cached", lambda model: False)
     monkeypatch.setattr(quality, "imagenet_reachable", lambda timeout=3.0: False)
     plan = quality.plan_weights(["regularized_cnn", "mobilenetv2_frozen", "densenet121_frozen"], [])
     assert plan["mobilenetv2_frozen"] == ("none", quality.OFFLINE)
