@@ -156,8 +156,8 @@ def _analyse(run_id: str, root: str, key: str, content: bytes, name: str) -> dic
     from cxr_core import explain
 
     loaded = _load_run(run_id, root, key)
-    result = inference.predict_image(loaded, content, name=name)
-    pixels = images.load_for_model(content, loaded.image_size, name=name)
+    pixels = images.load_for_model(content, loaded.image_size, name=name)  # decoded once, for both
+    result = inference.classify(loaded, pixels, name)
     try:
         # Evidence for the call the model made at its own threshold, not at 0.5.
         result["heatmap"] = explain.gradcam(loaded.model, pixels, class_index=CLASSES.index(result["label"]))

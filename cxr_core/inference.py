@@ -65,16 +65,21 @@ def probabilities(loaded: LoadedRun, batch: np.ndarray) -> np.ndarray:
     return np.asarray(loaded.forward(tf.constant(batch, dtype=tf.float32))).reshape(-1)
 
 
-def predict_image(loaded: LoadedRun, source, name: str | None = None) -> dict:
-    """One file path or bytes -> {"file", "label", "probability", "threshold"}; raises ImageDecodeError."""
-    pixels = images.load_for_model(source, loaded.image_size, name=name)
+def classify(loaded: LoadedRun, pixels: np.ndarray, name: str) -> dict:
+    """Preprocessed pixels (S, S, 1) -> {"file", "label", "probability", "threshold"}."""
     prob = float(probabilities(loaded, pixels[None])[0])
     return {
-        "file": name or str(source),
+        "file": name,
         "label": CLASSES[int(prob >= loaded.threshold)],
         "probability": prob,
         "threshold": loaded.threshold,
     }
+
+
+def predict_image(loaded: LoadedRun, source, name: str | None = None) -> dict:
+    """One file path or bytes -> {"file", "label", "probability", "threshold"}; raises ImageDecodeError."""
+    pixels = images.load_for_model(source, loaded.image_size, name=name)
+    return classify(loaded, pixels, name or str(source))
 
 
 def predict_files(loaded: LoadedRun, files: list[str]) -> list[dict]:

@@ -107,6 +107,20 @@ def predict_rows(model, cache, rows, batch_size: int = 64) -> np.ndarray:
     return np.concatenate(probs) if probs else np.zeros(0)
 
 
+def device_strategy(echo=print):
+    """Where to train: every GPU through MirroredStrategy when there are several,
+    the one GPU when there is one (TensorFlow places ops on it by itself), else the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+        echo(f"training on {strategy.num_replicas_in_sync} GPUs (MirroredStrategy)")
+        return strategy, f"{len(gpus)} GPUs"
+    echo("training on " + ("1 GPU" if gpus else "the CPU"))
+    return tf.distribute.get_strategy(), "1 GPU" if gpus else "CPU"
+
+
 def _compile(model, settings: TrainSettings, learning_rate: float, steps: int):
     import keras
 
@@ -143,7 +157,10 @@ def fit(run_id: str, store: RunStore, echo=print) -> None:
     steps = math.ceil(len(train) / settings.batch_size)
     weights = data_mod.class_weights(train["label"].to_numpy()) if settings.class_weighting else None
 
-    model = build_model(settings)
+    strategy, device = device_strategy(echo)
+    store.set_status(run_id, device=device)
+    with strategy.scope():  # variables created here are mirrored across GPUs
+        model = build_model(settings)
     flag = _CancelFlag()
     restore = flag.install()
     history: list[dict] = []
@@ -157,9 +174,10 @@ def fit(run_id: str, store: RunStore, echo=print) -> None:
         for epochs, learning_rate, unfreeze in phases:
             if epochs <= 0:
                 continue
-            if unfreeze:
-                echo(f"fine-tuning: {unfreeze_top(model)} layers unfrozen")
-            _compile(model, settings, learning_rate, steps * epochs)
+            with strategy.scope():
+                if unfreeze:
+                    echo(f"fine-tuning: {unfreeze_top(model)} layers unfrozen")
+                _compile(model, settings, learning_rate, steps * epochs)
             callbacks = [_progress_callback(store, run_id, settings, flag, steps, done_epochs, history, echo)]
             if settings.early_stopping_patience > 0:
                 callbacks.append(keras.callbacks.EarlyStopping(
