@@ -190,6 +190,16 @@ def unique_names(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     return named
 
 
+def finished_runs_or_stop(store: RunStore, empty_message: str) -> dict:
+    """{legend label: run} of finished runs; with none, an explanation and a link to Train, then stop."""
+    finished = {explore.run_label(r): r for r in store.finished()}
+    if not finished:
+        st.info(empty_message)
+        page_link_to_train()
+        st.stop()
+    return finished
+
+
 def page_link_to_train() -> None:
     st.page_link("pages/2_train.py", label="Go to Train to start a run", icon=":material/model_training:")
 

@@ -14,11 +14,7 @@ st.markdown("Put finished runs side by side on the same held-out images. Sensiti
             "cases caught, specificity the share of healthy children correctly cleared; the intervals show how "
             "much each figure could move on another sample of images.")
 store = dashboard.run_store()
-finished = {explore.run_label(r): r for r in store.finished()}
-if not finished:
-    st.info("No finished runs yet. Train a model first; it appears here when it is done.")
-    dashboard.page_link_to_train()
-    st.stop()
+finished = dashboard.finished_runs_or_stop(store, "No finished runs yet. Train a model first; it appears here when it is done.")
 
 cols = st.columns([1, 3])
 split = cols[0].radio("Evaluated on", ["test", "val"], horizontal=True, key="compare_split",

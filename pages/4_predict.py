@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import dashboard
-from cxr_core import explain, explore, images
+from cxr_core import explain, images
 from cxr_core.config import UserError
 
 dashboard.entry_guard(__file__)
@@ -18,11 +18,7 @@ st.markdown("Upload chest X-rays (JPEG, PNG or DICOM) or pick one from the data 
             "regions pushed the model towards that call. Uploads stay in memory and are never stored.")
 st.error(dashboard.NOT_CLINICAL, icon=":material/medical_information:")
 store = dashboard.run_store()
-finished = {explore.run_label(r): r for r in store.finished()}
-if not finished:
-    st.info("No finished runs yet: a model must be trained before it can predict.")
-    dashboard.page_link_to_train()
-    st.stop()
+finished = dashboard.finished_runs_or_stop(store, "No finished runs yet: a model must be trained before it can predict.")
 
 cols = st.columns(2)
 choice = cols[0].selectbox("Model", ["all", *finished], key="predict_run",
