@@ -8,6 +8,7 @@ turns them into plotly figures, so that each page stays a short layout.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,29 @@ NOT_CLINICAL = ("**Not for clinical use.** This is a teaching and research tool;
                 "inform the care of a patient.")
 SYNTHETIC_NOTE = ("The demo images are SYNTHETIC: drawn shapes that resemble chest X-rays in outline, "
                   "not images of any person. Numbers on them say nothing about real X-rays.")
+
+
+# ---------------------------------------------------------------- start-up
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up_tensorflow() -> threading.Thread:
+    """Import TensorFlow in the background, once per server process.
+
+    app.py calls this after a page has rendered: the import takes seconds, and
+    Predict, the first page to need it, would otherwise pay them on its first
+    visit. It imports the module Predict imports first, so a visit during the
+    warm-up waits on that one module's import lock instead of racing it.
+    """
+    def work() -> None:
+        try:
+            import cxr_core.explain  # noqa: F401  (keras and tensorflow come with it)
+        except Exception:  # noqa: BLE001  Predict imports it again and shows the real error
+            pass
+
+    thread = threading.Thread(target=work, name="tensorflow-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 # ---------------------------------------------------------------- data set

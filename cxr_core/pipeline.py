@@ -114,8 +114,13 @@ def build_cache(paths: list[str], image_size: int, *, workers: int | None = None
 
 
 def make_dataset(cache: ImageCache, rows: np.ndarray, labels: np.ndarray, *, batch_size: int,
-                 shuffle: bool, seed: int = 0):
-    """A tf.data pipeline over cache rows: shuffle, batch, read, prefetch."""
+                 shuffle: bool, seed: int = 0, drop_remainder: bool = False):
+    """A tf.data pipeline over cache rows: shuffle, batch, read, prefetch.
+
+    drop_remainder leaves out the last, partial batch: for training, where a
+    batch of a few images gives BatchNorm noisy statistics (with reshuffling,
+    each epoch leaves out different images).
+    """
     import tensorflow as tf
 
     size = cache.image_size
@@ -124,7 +129,7 @@ def make_dataset(cache: ImageCache, rows: np.ndarray, labels: np.ndarray, *, bat
     ds = tf.data.Dataset.from_tensor_slices((rows, labels))
     if shuffle:
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def read_batch(batch_rows, batch_labels):
         pixels = tf.numpy_function(cache.read, [batch_rows], tf.uint8)

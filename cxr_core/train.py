@@ -10,7 +10,6 @@ the run is marked cancelled, and no model file appears.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
@@ -151,16 +150,18 @@ def fit(run_id: str, store: RunStore, echo=print) -> None:
                      counts={s: int((split.split == s).sum()) for s in ("train", "val", "test")})
 
     train, val = split[split.split == "train"], split[split.split == "val"]
+    # Full batches only, unless the training set is smaller than one batch.
+    whole = len(train) >= settings.batch_size
     train_ds = pipeline.make_dataset(cache, train["row"], train["label"], batch_size=settings.batch_size,
-                                     shuffle=True, seed=settings.seed)
+                                     shuffle=True, seed=settings.seed, drop_remainder=whole)
     val_ds = pipeline.make_dataset(cache, val["row"], val["label"], batch_size=64, shuffle=False)
-    steps = math.ceil(len(train) / settings.batch_size)
+    steps = len(train) // settings.batch_size if whole else 1
     weights = data_mod.class_weights(train["label"].to_numpy()) if settings.class_weighting else None
 
     strategy, device = device_strategy(echo)
     store.set_status(run_id, device=device)
     with strategy.scope():  # variables created here are mirrored across GPUs
-        model = build_model(settings)
+        model = build_model(settings, steps_per_epoch=steps)
     flag = _CancelFlag()
     restore = flag.install()
     history: list[dict] = []

@@ -180,3 +180,15 @@ def test_saved_model_reloads_in_safe_mode_with_the_same_outputs(built, name, tmp
     x = batch(2, seed=1)
     np.testing.assert_allclose(np.asarray(loaded(x, training=False)), np.asarray(model(x, training=False)), rtol=1e-5, atol=1e-6)
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+
+
+def test_batchnorm_statistics_settle_within_one_epoch_on_small_data():
+    # The demo set has ~6 steps an epoch: with momentum 0.9 the moving statistics lag for
+    # epochs and every validation image got the same answer. Real data (~116 steps) keeps 0.9.
+    small = build_model(settings_for("regularized_cnn"), steps_per_epoch=6)
+    momenta = {layer.momentum for layer in small.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert len(momenta) == 1 and momenta.pop() ** 6 <= 0.05
+    large = build_model(settings_for("regularized_cnn"), steps_per_epoch=116)
+    assert {layer.momentum for layer in large.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+    assert all(layer.momentum >= 0.5 for layer in build_model(settings_for("regularized_cnn"), steps_per_epoch=1).layers
+               if isinstance(layer, keras.layers.BatchNormalization))

@@ -153,6 +153,26 @@ def test_home_on_the_default_demo_set_with_no_runs(empty_store):
     assert at.sidebar.selectbox[0].value == "Demo data set (SYNTHETIC)"
 
 
+def test_tensorflow_is_imported_in_the_background_after_the_first_page(empty_store, demo_data):
+    # A fresh interpreter, as a server just started: Home renders without TensorFlow, then
+    # the warm-up thread imports it, so Predict's first visit does not pay the import.
+    code = f"""
+import sys, threading
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout={TIMEOUT}).run()
+assert not at.exception, [e.value for e in at.exception]
+warm = [t for t in threading.enumerate() if t.name == "tensorflow-warm-up"]
+assert len(warm) == 1, "no warm-up thread"
+warm[0].join(120)
+assert "tensorflow" in sys.modules and "cxr_core.explain" in sys.modules
+at.run()  # a rerun in the same process starts no second thread
+assert sum(t.name == "tensorflow-warm-up" for t in threading.enumerate()) == 0
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=APP.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_home_counts_the_finished_run(tiny_store, demo_data):
     values = metrics(open_app())
     assert values["Runs"] == "1" and values["Finished"] == "1"

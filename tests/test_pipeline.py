@@ -121,6 +121,17 @@ def test_shuffled_dataset_keeps_each_image_with_its_label(files):
     assert sorted(seen) == list(rows) and seen != list(rows)
 
 
+def test_training_batches_can_leave_out_the_partial_last_batch(files):
+    cache = pipeline.build_cache(files, SIZE)
+    rows = np.arange(len(files))
+    assert len(rows) % 3  # else there is no partial batch to leave out
+    full = [len(y) for _, y in pipeline.make_dataset(cache, rows, rows.astype(float), batch_size=3,
+                                                     shuffle=True, seed=1, drop_remainder=True)]
+    assert full == [3] * (len(rows) // 3)
+    every = [len(y) for _, y in pipeline.make_dataset(cache, rows, rows.astype(float), batch_size=3, shuffle=False)]
+    assert sum(every) == len(rows) and every[-1] == len(rows) % 3
+
+
 def test_cache_is_rebuilt_when_preprocessing_changes(files, count_decodes, monkeypatch):
     first = pipeline.build_cache(files, SIZE)
     count_decodes.clear()
