@@ -154,8 +154,8 @@ def test_home_on_the_default_demo_set_with_no_runs(empty_store):
 
 
 def test_tensorflow_is_imported_in_the_background_after_the_first_page(empty_store, demo_data):
-    # A fresh interpreter, as a server just started: Home renders without TensorFlow, then
-    # the warm-up thread imports it, so Predict's first visit does not pay the import.
+    # A fresh interpreter, as a server just started: Home renders, then the warm-up thread
+    # imports TensorFlow, so Predict's first visit does not pay the import.
     code = f"""
 import sys, threading
 from streamlit.testing.v1 import AppTest
@@ -165,6 +165,10 @@ warm = [t for t in threading.enumerate() if t.name == "tensorflow-warm-up"]
 assert len(warm) == 1, "no warm-up thread"
 warm[0].join(120)
 assert "tensorflow" in sys.modules and "cxr_core.explain" in sys.modules
+# TensorFlow's objects are frozen out of the collector: Streamlit's clear_session() after
+# each run would otherwise walk all of them.
+import gc
+assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()
 at.run()  # a rerun in the same process starts no second thread
 assert sum(t.name == "tensorflow-warm-up" for t in threading.enumerate()) == 0
 """
