@@ -81,4 +81,3 @@ by_file = {"1_dataset.py": dataset_page, "2_train.py": train_page, "3_compare.py
 if asked_for in by_file:
     st.switch_page(by_file[asked_for])
 page.run()
-dashboard.warm_up_tensorflow()  # after the page: the first render never waits for it

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -32,34 +31,28 @@ SYNTHETIC_NOTE = ("The demo images are SYNTHETIC: drawn shapes that resemble che
                   "not images of any person. Numbers on them say nothing about real X-rays.")
 
 
-# ---------------------------------------------------------------- start-up
+# ---------------------------------------------------------------- TensorFlow
 
 
-@st.cache_resource(show_spinner=False)
-def warm_up_tensorflow() -> threading.Thread:
-    """Import TensorFlow in the background, once per server process.
+@st.cache_resource(show_spinner="Loading TensorFlow (once per server process)...")
+def tensorflow():
+    """Import TensorFlow and Keras (with cxr_core.explain, returned), once per server process.
 
-    app.py calls this after a page has rendered: the import takes seconds, and
-    Predict, the first page to need it, would otherwise pay them on its first
-    visit. It imports the module Predict imports first, so a visit during the
-    warm-up waits on that one module's import lock instead of racing it.
-
-    Then it freezes the garbage collector's view of everything imported: once
-    keras is loaded, Streamlit calls keras.backend.clear_session() after every
-    script run, which runs a full gc.collect() over TensorFlow's ~400,000
-    objects (190 ms on each rerun of every page). Frozen objects are skipped.
+    Pages that run models call this instead of importing them, so that a page
+    with nothing to predict never pays the seconds of the import. After the
+    import, the garbage collector's view of everything imported is frozen:
+    once keras is loaded, Streamlit calls keras.backend.clear_session() after
+    every script run, and its gc.collect() walked TensorFlow's ~380,000
+    objects, 190 ms on each rerun of every page; frozen objects are skipped.
+    (Importing in a background thread after the first page was tried: the
+    import holds the interpreter lock for long stretches, and the server sent
+    that first page's images and charts seconds late.)
     """
-    def work() -> None:
-        try:
-            import cxr_core.explain  # noqa: F401  (keras and tensorflow come with it)
-        except Exception:  # noqa: BLE001  Predict imports it again and shows the real error
-            return
-        gc.collect()  # what is garbage now is freed, not frozen
-        gc.freeze()
+    from cxr_core import explain
 
-    thread = threading.Thread(target=work, name="tensorflow-warm-up", daemon=True)
-    thread.start()
-    return thread
+    gc.collect()  # what is garbage now is freed, not frozen
+    gc.freeze()
+    return explain
 
 
 # ---------------------------------------------------------------- data set

@@ -35,7 +35,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -446,13 +445,6 @@ def pages_child(spec: dict) -> None:
     started = time.perf_counter()
     AppTest.from_file(app, default_timeout=timeout).run()
     result["app_first_run_s"] = time.perf_counter() - started  # imports and the default page, cold process
-    # app.py imports TensorFlow in a background thread after the first page; a person reads that
-    # page for a few seconds, so pages are timed once it is done (how long it took is reported).
-    warm_up = [t for t in threading.enumerate() if t.name == "tensorflow-warm-up"]
-    started = time.perf_counter()
-    for thread in warm_up:
-        thread.join(timeout)
-    result["tensorflow_warm_up_s"] = time.perf_counter() - started if warm_up else None
     for page in [None, *spec["pages"]]:
         row = {"page": page or "(default page of app.py)"}
         try:
@@ -757,10 +749,6 @@ def summary(sections: dict) -> list[list]:
                          "p95 <= 500 ms", verdict(row["gradcam"]["p95_ms"], TARGETS["gradcam_p95_ms"])])
     pg = sections.get("pages")
     if pg and "error" not in pg:
-        if pg.get("tensorflow_warm_up_s") is not None:
-            rows.append([f"app start: first page, then TensorFlow imported in the background{flags(pg)}",
-                         f"{pg['app_first_run_s']:.2f} s, then {pg['tensorflow_warm_up_s']:.2f} s (a page opened in "
-                         "that time shares the CPU with the import; pages below are timed after it)", "-", "-"])
         for row in pg["pages"]:
             value = row.get("first_visit_s")
             shown = row["error"] if "error" in row else f"{value:.2f} s (rerun {row['rerun_s']:.2f} s)" + (

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import dashboard
-from cxr_core import explain, images
+from cxr_core import images
 from cxr_core.config import UserError
 
 dashboard.entry_guard(__file__)
@@ -19,6 +19,7 @@ st.markdown("Upload chest X-rays (JPEG, PNG or DICOM) or pick one from the data 
 st.error(dashboard.NOT_CLINICAL, icon=":material/medical_information:")
 store = dashboard.run_store()
 finished = dashboard.finished_runs_or_stop(store, "No finished runs yet: a model must be trained before it can predict.")
+explain = dashboard.tensorflow()  # only now: the page without runs needs no TensorFlow
 
 cols = st.columns(2)
 choice = cols[0].selectbox("Model", ["all", *finished], key="predict_run",

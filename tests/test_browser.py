@@ -126,7 +126,8 @@ def test_every_page_and_a_prediction(server, page, demo_dir):
     # still get the app's navigation and sidebar.
     text = _visit(page, f"{server}/dataset", "Dataset explorer", "dataset")
     assert "Leakage check passed" in text
-    assert page.locator("[data-testid='stImage']").count() >= 12  # the gallery
+    # The gallery: the images are fetched after the run ends, so wait for the twelfth.
+    page.locator("[data-testid='stImage']").nth(11).wait_for()
     assert page.locator("[data-testid='stSidebarNav']").get_by_text("Predict").count() == 1
     assert "Data set" in page.locator("[data-testid='stSidebar']").inner_text()
 

@@ -153,30 +153,6 @@ def test_home_on_the_default_demo_set_with_no_runs(empty_store):
     assert at.sidebar.selectbox[0].value == "Demo data set (SYNTHETIC)"
 
 
-def test_tensorflow_is_imported_in_the_background_after_the_first_page(empty_store, demo_data):
-    # A fresh interpreter, as a server just started: Home renders, then the warm-up thread
-    # imports TensorFlow, so Predict's first visit does not pay the import.
-    code = f"""
-import sys, threading
-from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({str(APP)!r}, default_timeout={TIMEOUT}).run()
-assert not at.exception, [e.value for e in at.exception]
-warm = [t for t in threading.enumerate() if t.name == "tensorflow-warm-up"]
-assert len(warm) == 1, "no warm-up thread"
-warm[0].join(120)
-assert "tensorflow" in sys.modules and "cxr_core.explain" in sys.modules
-# TensorFlow's objects are frozen out of the collector: Streamlit's clear_session() after
-# each run would otherwise walk all of them.
-import gc
-assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()
-at.run()  # a rerun in the same process starts no second thread
-assert sum(t.name == "tensorflow-warm-up" for t in threading.enumerate()) == 0
-"""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            cwd=APP.parent)
-    assert result.returncode == 0, result.stderr[-2000:]
-
-
 def test_home_counts_the_finished_run(tiny_store, demo_data):
     values = metrics(open_app())
     assert values["Runs"] == "1" and values["Finished"] == "1"
@@ -389,6 +365,31 @@ def test_predict_with_no_runs_says_where_to_start(empty_store):
     at = open_app(PREDICT)
     assert any("No finished runs yet" in text for text in texts(at, "info"))
     assert not at.file_uploader
+
+
+def visit_in_a_fresh_interpreter(page: str, then: str) -> None:
+    """Open app.py, then `page`, in a new interpreter (a server just started); run `then` there."""
+    code = f"""
+import gc, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout={TIMEOUT}).run()
+at.switch_page({page!r}).run()
+assert not at.exception, [e.value for e in at.exception]
+{then}
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=APP.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_predict_without_runs_does_not_load_tensorflow(empty_store):
+    visit_in_a_fresh_interpreter(PREDICT, 'assert "tensorflow" not in sys.modules and "keras" not in sys.modules')
+
+
+def test_tensorflow_is_frozen_out_of_the_collector_once_loaded(tiny_store):
+    # Once keras is imported, Streamlit runs keras.backend.clear_session() (a full gc.collect())
+    # after every script run; TensorFlow's objects must not be walked each time.
+    visit_in_a_fresh_interpreter(PREDICT, 'assert "tensorflow" in sys.modules\n'
+                                          'assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()')
 
 
 def test_predict_an_upload_then_a_corrupt_file(tiny_store, demo_dir):
