@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from cxr_core import config, data, demo, explore, images, inference, jobs, reference
 from cxr_core.config import CLASSES, UserError
-from cxr_core.store import RunStore
+from cxr_core.store import OWN, RunStore, evaluation_files
 
 DEMO_LABEL = "Demo data set (SYNTHETIC)"
 CLASS_COLORS = {"NORMAL": "#2b6cb0", "PNEUMONIA": "#c53030"}
@@ -162,12 +162,15 @@ def loaded_run(run_id: str, store: RunStore):
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _predictions(run_id: str, split: str, root: str, key: str):
-    return inference.predictions(run_id, split, RunStore(root))
+def _predictions(run_id: str, split: str, root: str, key: str, source: str, mtime: int):
+    return inference.predictions(run_id, split, RunStore(root), source)
 
 
-def predictions(run_id: str, split: str, store: RunStore) -> pd.DataFrame | None:
-    return _predictions(run_id, split, str(store.root), inference.model_key(run_id, store))
+def predictions(run_id: str, split: str, store: RunStore, source: str = OWN) -> pd.DataFrame | None:
+    """A run's stored predictions; re-read when the evaluation is redone (the file's mtime is in the key)."""
+    path = evaluation_files(store.run_path(run_id), split, source)[1]
+    mtime = path.stat().st_mtime_ns if path.is_file() else 0
+    return _predictions(run_id, split, str(store.root), inference.model_key(run_id, store), source, mtime)
 
 
 def analyse(run_id: str, store: RunStore, content: bytes, name: str) -> dict:
@@ -193,10 +196,11 @@ def _analyse(run_id: str, root: str, key: str, content: bytes, name: str) -> dic
 
 
 def keep_queue_moving(store: RunStore) -> None:
-    """Start a worker when runs wait but none trains (say, after a server restart)."""
-    waiting = jobs.queued(store)
+    """Start a worker when runs or evaluations wait but none works (say, after a server restart)."""
+    created = [r.status.get("created") or 0 for r in jobs.queued(store)]
+    created += [r.get("created") or 0 for r in jobs.queued_evaluations(store)]
     # A worker started moments ago may not hold its lock yet: give it time before starting another.
-    if waiting and time.time() - (waiting[0].status.get("created") or 0) > 15 and not jobs.worker_running(store):
+    if created and time.time() - min(created) > 15 and not jobs.worker_running(store):
         jobs.spawn_worker(store)
 
 
@@ -223,6 +227,42 @@ def finished_runs_or_stop(store: RunStore, empty_message: str) -> dict:
         page_link_to_train()
         st.stop()
     return finished
+
+
+def score_on_folder(runs: list, store: RunStore) -> None:
+    """One click queues scoring `runs` on a configured labelled folder; progress shows in place."""
+    with st.expander("Score these runs on another labelled folder"):
+        st.caption("For example the official test split: a folder with test/NORMAL and test/PNEUMONIA (or bare "
+                   "NORMAL/ and PNEUMONIA/ folders), configured on the server with CXR_DATA_DIR or CXR_DATA_ROOTS. "
+                   "The background worker scores each run after any training; the result is stored beside the "
+                   "run's own evaluation.")
+        sources = data_sources()
+        cols = st.columns([3, 1])
+        label = cols[0].selectbox("Folder", list(sources), key="score_folder", label_visibility="collapsed")
+        if cols[1].button("Score", icon=":material/playlist_add:", disabled=not runs, key="score_button"):
+            folder = sources[label] or _demo_dir(str(config.demo_data_dir()))
+            try:
+                for run in runs:
+                    jobs.submit_evaluation(run.run_id, folder, store)
+            except UserError as error:
+                st.error(str(error))
+            st.session_state["_scoring"] = True
+        if st.session_state.get("_scoring"):
+            _scoring_progress(tuple(run.run_id for run in runs), str(store.root))
+
+
+@st.fragment(run_every=3)
+def _scoring_progress(run_ids: tuple, root: str) -> None:
+    requests = [r for r in jobs.evaluation_requests(RunStore(root)) if r["run"] in run_ids]
+    pending = [r for r in requests if r["state"] in ("queued", "running")]
+    for request in requests[-len(run_ids):]:
+        if request["state"] in ("failed", "interrupted"):
+            st.error(f"{request['run']}: {request.get('error') or 'the worker stopped'}")
+    if pending:
+        st.info(f"Scoring {len(pending)} run(s): " + ", ".join(f"{r['run']} ({r['state']})" for r in pending))
+    else:
+        st.session_state["_scoring"] = False
+        st.rerun()  # the whole page, so the new folder appears in "Evaluated on"
 
 
 def page_link_to_train() -> None:

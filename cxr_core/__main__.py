@@ -3,12 +3,13 @@
     python -m cxr_core info      --data DIR [--json]
     python -m cxr_core train     --data DIR --model NAME [--epochs N] [--image-size PX]
                                  [--weights imagenet|none|PATH] [--seed S] [--runs DIR]
+                                 [--threshold-rule sensitivity|youden]
     python -m cxr_core evaluate  RUN --split test [--data DIR] [--runs DIR] [--json]
     python -m cxr_core predict   RUN FILE... [--runs DIR] [--json]
     python -m cxr_core runs      [--runs DIR] [--json]
     python -m cxr_core demo-data [--out DIR]
     python -m cxr_core explore   --data DIR [--json]     (what the Dataset page shows)
-    python -m cxr_core compare   RUN RUN... [--split test] [--json]   (what the Compare page shows)
+    python -m cxr_core compare   RUN RUN... [--split test] [--on SOURCE] [--json]   (what the Compare page shows)
     python -m cxr_core worker    [--runs DIR]        (trains queued runs; the dashboard starts it)
     python -m cxr_core cancel    RUN [--runs DIR]
 
@@ -23,7 +24,8 @@ import json
 import os
 import sys
 
-from .config import MODEL_NAMES, UserError, configured_data_dir, default_settings
+from .config import MODEL_NAMES, THRESHOLD_RULES, UserError, configured_data_dir, default_settings
+from .store import OWN
 
 
 def _data_arg(value: str | None):
@@ -59,6 +61,7 @@ def cmd_info(args) -> int:
         "skipped": scan.skipped,
         "splits": summary.to_dict(orient="records"),
         "patient_overlap": data.patient_overlap(split),
+        "leakage": data.leakage_report(split),
         "seed": args.seed,
     }
     if args.json:
@@ -71,7 +74,9 @@ def cmd_info(args) -> int:
         print("skipped: " + ", ".join(f"{v} {k}" for k, v in scan.skipped.items()))
     print(f"\nsplits used for training (by patient, seed {args.seed}):")
     print(summary.to_string(index=False))
-    print("patients in two splits (leakage check): " + ", ".join(f"{k} {v}" for k, v in info["patient_overlap"].items()))
+    print("patients in two splits (leakage check): " + "; ".join(f"{r['pair']}: {r['verdict']}" for r in info["leakage"]))
+    if not all(r["exact"] for r in info["leakage"] if r["shared_ids"]):
+        print(data.OVERLAP_UNCERTAIN)
     return 0
 
 
@@ -87,6 +92,8 @@ def cmd_train(args) -> int:
         settings.augment = False
     if args.no_class_weights:
         settings.class_weighting = False
+    if args.threshold_rule:
+        settings.threshold_rule = args.threshold_rule
     if settings.epochs < 1 or settings.image_size < 32 or settings.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1, --image-size at least 32")
     if settings.weights not in ("imagenet", "none") and not os.path.isfile(os.path.expanduser(settings.weights)):
@@ -101,7 +108,7 @@ def cmd_train(args) -> int:
         run_id = jobs.submit(settings, data_dir, store, start=False)
         print(f"run {run_id}: {settings.model}, {settings.epochs} epochs at {settings.image_size}px", flush=True)
         state = jobs.run_one(run_id, store, echo=lambda line: print(line, flush=True))
-    if jobs.queued(store):
+    if jobs.queued(store) or jobs.queued_evaluations(store):
         jobs.spawn_worker(store)  # runs queued from the dashboard while this one held the lock
     print(run_id)
     return 0 if state == "done" else 1
@@ -124,7 +131,8 @@ def cmd_evaluate(args) -> int:
         text = "n/a" if value is None else f"{value:.3f}"
         return text + (f" [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high and None not in low_high else "")
 
-    print(f"run {result['run']} on {result['split']} ({result['n']} images), threshold {result['threshold']:.3f}")
+    where = "its own split" if result.get("source", "own") == "own" else f"folder {result['source']}"
+    print(f"run {result['run']} on {result['split']} of {where} ({result['n']} images), threshold {result['threshold']:.3f}")
     for key in ("accuracy", "sensitivity", "specificity", "macro_f1", "auc"):
         print(f"  {key:<12} {show(key)}")
     print(f"  confusion    TN {tn}  FP {fp}  FN {fn}  TP {tp}")
@@ -155,6 +163,7 @@ def cmd_runs(args) -> int:
             "run": run.run_id, "model": run.model, "state": run.state,
             "epoch": run.status.get("epoch"), "epochs": run.settings.get("epochs"),
             "auc": evaluation.get("auc"), "accuracy": evaluation.get("accuracy"), "error": run.error,
+            "evaluated_on": run.evaluation_sources("test"),
         })
     if args.json:
         print(json.dumps(rows))
@@ -213,13 +222,14 @@ def cmd_compare(args) -> int:
     runs = [store.get(run_id) for run_id in args.runs_to_compare]
     evaluations = {}
     for run in runs:
-        evaluation = run.evaluation(args.split)
+        evaluation = run.evaluation(args.split, args.on)
         if evaluation is None:
-            raise UserError(f"run {run.run_id} has no {args.split} evaluation; run `python -m cxr_core evaluate {run.run_id} --split {args.split}`")
+            how = "" if args.on == OWN else " --data FOLDER"
+            raise UserError(f"run {run.run_id} has no {args.split} evaluation on {args.on}; run `python -m cxr_core evaluate {run.run_id} --split {args.split}{how}`")
         evaluations[run.run_id] = evaluation
     table = explore.metrics_table(evaluations)
-    report = {"split": args.split, "metrics": table.to_dict(orient="records")}
-    tables = [predictions(run.run_id, args.split, store) for run in runs]
+    report = {"split": args.split, "on": args.on, "metrics": table.to_dict(orient="records")}
+    tables = [predictions(run.run_id, args.split, store, args.on) for run in runs]
     if len(runs) == 2 and all(t is not None for t in tables):
         both = explore.align_predictions(tables[0], tables[1])
         thresholds = [evaluations[r.run_id]["threshold"] for r in runs]
@@ -264,6 +274,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     root = _Parser(prog="python -m cxr_core", description="Chest X-ray pneumonia study: data, training, evaluation.")
+    root.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up and log lines")
     sub = root.add_subparsers(dest="command", required=True)
 
     def add(name, func, help_text):
@@ -287,12 +298,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--no-class-weights", action="store_true")
+    p.add_argument("--threshold-rule", choices=THRESHOLD_RULES,
+                   help="how the threshold is chosen on validation (default: the model's recipe)")
     p.add_argument("--runs", help="run store folder (default: $CXR_RUNS_DIR or ./runs)")
 
     p = add("evaluate", cmd_evaluate, "metrics of a run on a split")
     p.add_argument("run")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--data", help="evaluate on this folder instead of the run's own (its official test/ if present)")
+    p.add_argument("--data", help="evaluate on another labelled folder (ROOT/test/{NORMAL,PNEUMONIA} or "
+                   "ROOT/{NORMAL,PNEUMONIA}); stored beside the run's own evaluation")
     p.add_argument("--recompute", action="store_true")
     p.add_argument("--runs")
     p.add_argument("--json", action="store_true")
@@ -319,6 +333,8 @@ def parser() -> argparse.ArgumentParser:
     p = add("compare", cmd_compare, "what the Compare page shows: metrics with intervals, McNemar for two runs")
     p.add_argument("runs_to_compare", nargs="+", metavar="RUN")
     p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--on", default=OWN, metavar="SOURCE",
+                   help="which evaluation: own (each run's own split, the default) or a folder key from `runs --json`")
     p.add_argument("--runs")
     p.add_argument("--json", action="store_true")
 
@@ -331,10 +347,19 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+# Commands that load TensorFlow; the others stay light and never import it.
+_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict", "worker"}
+
+
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up chatter hides our output
     args = parser().parse_args(argv)
     try:
+        if args.verbose:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        elif args.command in _TENSORFLOW_COMMANDS:
+            from .quiet import import_tensorflow
+
+            import_tensorflow()  # its C++ start-up lines read like failures to a newcomer
         return args.func(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

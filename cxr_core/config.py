@@ -18,6 +18,8 @@ from pathlib import Path
 # Index 1 is the positive class everywhere: sensitivity is pneumonia recall.
 CLASSES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 POSITIVE = 1
+# How a run's decision threshold can be chosen on validation (see evaluate.choose_threshold).
+THRESHOLD_RULES: tuple[str, ...] = ("sensitivity", "youden")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,8 +113,10 @@ class TrainSettings:
     # Fractions of patients carved from train when val/ or test/ is missing or tiny.
     val_fraction: float = 0.15
     test_fraction: float = 0.15
-    # Decision threshold chosen on validation: highest specificity with
-    # sensitivity >= target_sensitivity (missing pneumonia is the costlier error).
+    # How the decision threshold is chosen on validation (evaluate.THRESHOLD_RULES):
+    # "sensitivity" = highest specificity with sensitivity >= target_sensitivity,
+    # "youden" = highest sensitivity + specificity.
+    threshold_rule: str = "sensitivity"
     target_sensitivity: float = 0.95
     label_smoothing: float = 0.0
 

@@ -83,7 +83,7 @@ def resolve_root(path: str | os.PathLike, *, require_train: bool = True) -> Path
     """The folder that holds train/, descending through Kaggle's `chest_xray/` nesting.
 
     With require_train=False a folder that holds only test/ (a withheld test set
-    to evaluate a run on) is accepted too.
+    to evaluate a run on), or only NORMAL/ and PNEUMONIA/, is accepted too.
     """
     root = Path(path).expanduser().absolute()
     if not root.exists():
@@ -95,7 +95,7 @@ def resolve_root(path: str | os.PathLike, *, require_train: bool = True) -> Path
                 "and point --data at the extracted chest_xray folder"
             )
         raise UserError(f"{root} is a file, not a folder; pass the folder that holds train/NORMAL and train/PNEUMONIA")
-    wanted = ("train",) if require_train else ("train", "test")
+    wanted = ("train",) if require_train else ("train", "test", *CLASSES)
     candidate = root
     for _ in range(3):
         if any(_child(candidate, name) is not None for name in wanted):
@@ -106,9 +106,21 @@ def resolve_root(path: str | os.PathLike, *, require_train: bool = True) -> Path
         candidate = nested
     zips = sorted(p.name for p in root.glob("*.zip"))
     hint = f" It holds {', '.join(zips)}: extract it there first." if zips else ""
+    if not require_train:
+        raise UserError(f"no test/, train/ or NORMAL/ and PNEUMONIA/ folders in {root}; point --data at a labelled "
+                        f"folder: ROOT/test/{{NORMAL,PNEUMONIA}}/*.jpeg or ROOT/{{NORMAL,PNEUMONIA}}/*.jpeg.{hint}")
     raise UserError(
         f"no train/ folder in {root}; expected the Kaggle layout ROOT/train/{{NORMAL,PNEUMONIA}}/*.jpeg.{hint}"
     )
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """split name -> folder. A folder of bare class folders (NORMAL/, PNEUMONIA/) is one labelled
+    set: it counts as a test split, the only use such a folder has here."""
+    found = {split: folder for split in SPLITS if (folder := _child(root, split)) is not None}
+    if not found and any(_child(root, name) is not None for name in CLASSES):
+        found["test"] = root
+    return found
 
 
 def scan_folder(path: str | os.PathLike, *, require_train: bool = True) -> Scan:
@@ -146,10 +158,7 @@ def scan_folder(path: str | os.PathLike, *, require_train: bool = True) -> Scan:
             break
         level = level.parent
 
-    for split in SPLITS:
-        split_dir = _child(root, split)
-        if split_dir is None:
-            continue
+    for split, split_dir in split_folders(root).items():
         try:
             entries = list(os.scandir(split_dir))
         except OSError:
@@ -191,7 +200,8 @@ def scan_folder(path: str | os.PathLike, *, require_train: bool = True) -> Scan:
                     )
     manifest = pd.DataFrame(rows, columns=["path", "source_split", "label", "class_name", "patient_id", "kind"])
     if manifest.empty:
-        raise UserError(f"no images found under {root}/train/NORMAL or {root}/train/PNEUMONIA")
+        where = "train/NORMAL or train/PNEUMONIA" if require_train else "its NORMAL/ or PNEUMONIA/ folders"
+        raise UserError(f"no images found under {root} ({where})")
     if not require_train:
         return Scan(root=root, manifest=manifest, skipped=skipped, synthetic=is_synthetic(root))
     train_classes = set(manifest.loc[manifest.source_split == "train", "label"])
@@ -240,6 +250,35 @@ def patient_overlap(split_manifest: pd.DataFrame) -> dict[str, int]:
     """Patients present in two splits (the leakage check); all zeros is the goal."""
     groups = {s: set(split_manifest.loc[split_manifest.split == s, "patient_id"]) for s in SPLITS}
     return {f"{a}/{b}": len(groups[a] & groups[b]) for a, b in (("train", "val"), ("train", "test"), ("val", "test"))}
+
+
+OVERLAP_UNCERTAIN = (
+    "IDs shared between separately numbered official folders: Kermany's train and test folders appear to have "
+    "been numbered apart (person100 is a virus case in train and a bacteria case in test), so a shared ID there "
+    "may be a naming artefact rather than the same child. Whether any child is in both is not known from the "
+    "file names; the check is exact only for splits carved here, which share one numbering.")
+
+
+def leakage_report(split_manifest: pd.DataFrame) -> list[dict]:
+    """The leakage check per pair of splits, with what a shared patient ID can mean there.
+
+    A pair is `exact` when both splits draw on the same official folders (a split
+    carved from train by patient shares train's numbering): a shared ID is then
+    the same child, i.e. leakage. Between separately numbered official folders
+    (the official train and test) a shared ID proves nothing either way.
+    """
+    overlap = patient_overlap(split_manifest)
+    sources = {s: frozenset(split_manifest.loc[split_manifest.split == s, "source_split"]) for s in SPLITS}
+    rows = []
+    for pair, shared in overlap.items():
+        a, b = pair.split("/")
+        exact = sources[a] == sources[b] or not sources[a] or not sources[b]
+        verdict = ("no patient in both" if shared == 0 else
+                   f"{shared} patients in both: leakage" if exact else
+                   f"{shared} IDs in common between separately numbered official folders: possibly a naming artefact")
+        rows.append({"pair": pair, "shared_ids": shared, "exact": exact, "leakage": bool(shared and exact),
+                     "verdict": verdict})
+    return rows
 
 
 def split_summary(split_manifest: pd.DataFrame) -> pd.DataFrame:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 from scipy.stats import binomtest
 from sklearn.metrics import (average_precision_score, confusion_matrix, precision_recall_curve,
                              precision_recall_fscore_support, roc_auc_score, roc_curve)
 
-from .config import CLASSES
+from .config import CLASSES, THRESHOLD_RULES
 
 MAX_CURVE_POINTS = 200
 
@@ -87,60 +88,91 @@ def metrics_at_threshold(y_true, prob, threshold) -> dict:
     return _plain({"threshold": float(threshold), "confusion_matrix": cm, **_from_counts(tn, fp, fn, tp)})
 
 
-def choose_threshold(y_true, prob, target_sensitivity: float = 0.95) -> dict:
-    """Highest specificity with sensitivity >= target (ties: highest threshold); 0.5 if unreachable.
+def choose_threshold(y_true, prob, target_sensitivity: float = 0.95, rule: str = "sensitivity") -> dict:
+    """The decision threshold chosen on validation data by one of THRESHOLD_RULES; 0.5 if undefined.
 
-    Missing pneumonia costs more than a false alarm, so sensitivity is the
-    constraint and specificity what is maximised. Run it on validation data:
-    a threshold chosen on test data flatters the test score.
+    "sensitivity": highest specificity with sensitivity >= target (ties: highest
+    threshold), since missing pneumonia costs more than a false alarm.
+    "youden": the largest sensitivity + specificity - 1 (Youden's J, the same as
+    the best balanced accuracy; ties: highest threshold), which does not assume
+    the validation split's score distribution carries over to new images.
+    Run it on validation data: a threshold chosen on test data flatters the test score.
     """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; use one of {', '.join(THRESHOLD_RULES)}")
     y, p = _check(y_true, prob)
     threshold = 0.5
     if 0 < y.sum() < y.size:
         # drop_intermediate=False: every distinct score is a candidate, so the optimum is not skipped.
         fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
-        ok = (tpr >= target_sensitivity) & np.isfinite(thresholds)
-        if ok.any():
-            specificity = 1.0 - fpr
-            best = ok & (specificity == specificity[ok].max())
-            threshold = float(thresholds[best].max())
+        finite = np.isfinite(thresholds)
+        specificity = 1.0 - fpr
+        if rule == "youden":
+            score = np.where(finite, tpr + specificity, -np.inf)
+            threshold = float(thresholds[score == score.max()].max())
+        else:
+            ok = (tpr >= target_sensitivity) & finite
+            if ok.any():
+                best = ok & (specificity == specificity[ok].max())
+                threshold = float(thresholds[best].max())
     threshold = float(np.clip(threshold, 0.0, 1.0))
     at = metrics_at_threshold(y, p, threshold)
-    return {"threshold": threshold,
-            "rule": f"highest specificity with sensitivity >= {target_sensitivity:g} on validation",
+    described = (f"highest specificity with sensitivity >= {target_sensitivity:g} on validation" if rule == "sensitivity"
+                 else "highest sensitivity + specificity (Youden's J) on validation")
+    return {"threshold": threshold, "rule": described, "rule_name": rule,
             "sensitivity": at["sensitivity"], "specificity": at["specificity"]}
 
 
-def _bootstrap_auc(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _resample_weights(n: int, groups, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) counts: how often each image is in each bootstrap resample.
+
+    With `groups` (patient ids) whole patients are resampled with replacement, so
+    a child's several images come and go together: images of one child are not
+    independent, and resampling them one by one understates the uncertainty.
+    """
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        idx = rng.integers(0, n, size=(n_boot, n))
+        return _row_counts(idx, n)
+    # Numbered in order of first appearance: one image per patient draws exactly what the image bootstrap draws.
+    group, uniques = pd.factorize(np.asarray(groups).astype(str))
+    n_groups = len(uniques)
+    picked = _row_counts(rng.integers(0, n_groups, size=(n_boot, n_groups)), n_groups)
+    return picked[:, group]
+
+
+def _row_counts(idx: np.ndarray, size: int) -> np.ndarray:
+    flat = (np.arange(idx.shape[0])[:, None] * size + idx).ravel()
+    return np.bincount(flat, minlength=idx.shape[0] * size).reshape(idx.shape[0], size).astype(np.float64)
+
+
+def _bootstrap_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUC of every resample at once (Mann-Whitney with ties counted half); NaN for one-class resamples.
 
-    Scores are grouped by distinct value, each resample's positives and negatives
-    counted per group with one bincount, and the AUC read off cumulative sums:
-    O(n_boot * n) with no per-resample sklearn call.
+    Scores are grouped by distinct value, each resample's positive and negative
+    weight summed per group with one bincount, and the AUC read off cumulative
+    sums: O(n_boot * n) with no per-resample sklearn call.
     """
-    _, group = np.unique(p, return_inverse=True)
-    n_boot, n_groups = idx.shape[0], group.max() + 1
-    flat = np.arange(n_boot)[:, None] * n_groups + group[idx]
-    is_pos = y[idx] == 1
+    _, score_group = np.unique(p, return_inverse=True)
+    n_boot, n_groups = weights.shape[0], score_group.max() + 1
+    flat = np.arange(n_boot)[:, None] * n_groups + score_group[None, :]
     size = n_boot * n_groups
-    pos = np.bincount(flat[is_pos], minlength=size).reshape(n_boot, n_groups).astype(np.float64)
-    neg = np.bincount(flat[~is_pos], minlength=size).reshape(n_boot, n_groups).astype(np.float64)
+    is_pos = y == 1
+    pos = np.bincount(flat[:, is_pos].ravel(), weights[:, is_pos].ravel(), minlength=size).reshape(n_boot, n_groups)
+    neg = np.bincount(flat[:, ~is_pos].ravel(), weights[:, ~is_pos].ravel(), minlength=size).reshape(n_boot, n_groups)
     neg_below = np.cumsum(neg, axis=1) - neg
     wins = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
     return _ratio(wins, pos.sum(axis=1) * neg.sum(axis=1))
 
 
-def _bootstrap_ci(y, p, pred, n_boot: int, seed: int) -> dict:
-    """Percentile 95% intervals from resampling images with replacement."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, y.size, size=(n_boot, y.size))
-    yb, pb = y[idx].astype(bool), pred[idx].astype(bool)
-    tp = (yb & pb).sum(axis=1)
-    fp = (~yb & pb).sum(axis=1)
-    fn = (yb & ~pb).sum(axis=1)
-    tn = y.size - tp - fp - fn
+def _bootstrap_ci(y, p, pred, n_boot: int, seed: int, groups=None) -> dict:
+    """Percentile 95% intervals from resampling images (or, with groups, patients) with replacement."""
+    weights = _resample_weights(y.size, groups, n_boot, seed)
+    yb, pb = y.astype(bool), pred.astype(bool)
+    tp, fp = weights @ (yb & pb), weights @ (~yb & pb)
+    fn, tn = weights @ (yb & ~pb), weights @ (~yb & ~pb)
     stats = _from_counts(tn, fp, fn, tp)
-    stats["auc"] = _bootstrap_auc(y, p, idx)
+    stats["auc"] = _bootstrap_auc(y, p, weights)
     ci = {}
     for name in ("accuracy", "sensitivity", "specificity", "macro_f1", "auc"):
         values = stats[name][np.isfinite(stats[name])]  # skip resamples where it is undefined
@@ -155,9 +187,15 @@ def _thin(*arrays: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> list:
     return [a[keep] for a in arrays]
 
 
-def evaluate_predictions(y_true, prob, threshold: float, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Full JSON-ready report for one model on one split at one threshold."""
+def evaluate_predictions(y_true, prob, threshold: float, *, groups=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Full JSON-ready report for one model on one split at one threshold.
+
+    `groups` (one patient id per image) makes the intervals a cluster bootstrap
+    over patients; without it images are resampled one by one.
+    """
     y, p = _check(y_true, prob)
+    if groups is not None and len(groups) != y.size:
+        raise ValueError(f"groups has {len(groups)} ids but there are {y.size} images; pass one patient id per image")
     pred = (p >= threshold).astype(np.int64)
     at = metrics_at_threshold(y, p, threshold)
     both_classes = 0 < y.sum() < y.size
@@ -169,7 +207,8 @@ def evaluate_predictions(y_true, prob, threshold: float, *, n_boot: int = 1000, 
         "auc": roc_auc_score(y, p) if both_classes else None,
         "per_class": {name: {"precision": precision[i], "recall": recall[i], "f1": f1[i],
                              "support": support[i]} for i, name in enumerate(CLASSES)},
-        "ci95": _bootstrap_ci(y, p, pred, n_boot, seed) if n_boot > 0 and y.size else None,
+        "ci95": _bootstrap_ci(y, p, pred, n_boot, seed, groups) if n_boot > 0 and y.size else None,
+        "ci_method": None if n_boot <= 0 else ("bootstrap over patients" if groups is not None else "bootstrap over images"),
         "roc": None, "pr": None, "average_precision": None,
         "brier": float(np.mean((p - y) ** 2)) if y.size else None,
     }

@@ -34,6 +34,7 @@ from . import images
 from .config import CLASSES
 from .data import SPLITS
 from .reference import PUBLISHED
+from .store import OWN
 
 METRICS = ("accuracy", "sensitivity", "specificity", "macro_f1", "auc")
 # Confusion-matrix cells: (true label, predicted label) and what each means at the bedside.
@@ -256,6 +257,20 @@ def history_frame(runs: dict) -> pd.DataFrame:
                 rows.append({"run": label, "epoch": record["epoch"], "metric": metric, "phase": phase,
                              "value": value})
     return pd.DataFrame(rows, columns=["run", "epoch", "metric", "phase", "value"])
+
+
+def evaluation_choices(runs) -> list[tuple[str, str]]:
+    """(split, source) pairs to compare runs on: the own test and validation splits, then every
+    other folder that at least one of `runs` was scored on."""
+    folders = sorted({source for run in runs for source in run.evaluation_sources("test") if source != OWN})
+    return [("test", OWN), ("val", OWN)] + [("test", folder) for folder in folders]
+
+
+def evaluation_label(choice: tuple[str, str]) -> str:
+    split, source = choice
+    if source == OWN:
+        return "own test split" if split == "test" else "own validation split"
+    return f"folder {source}"
 
 
 def metrics_table(evaluations: dict) -> pd.DataFrame:

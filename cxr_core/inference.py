@@ -16,7 +16,7 @@ import pandas as pd
 from . import data as data_mod
 from . import images, pipeline
 from .config import CLASSES, TrainSettings, UserError
-from .store import RunStore, read_json
+from .store import OWN, RunStore, evaluation_files, folder_key
 
 
 @dataclass
@@ -93,30 +93,37 @@ def predict_files(loaded: LoadedRun, files: list[str]) -> list[dict]:
 
 
 def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *, recompute: bool = False) -> dict:
-    """Evaluate a run on one split of the data it recorded (or of `data_dir`).
+    """Evaluate a run on one split of its own data, or on another labelled folder.
 
-    The stored result is returned unless `recompute` or another data folder is given.
+    Without `data_dir` (or with the run's own data folder) the run's own split is
+    scored and stored as its evaluation; the stored result is returned unless
+    `recompute`. With another folder (ROOT/test/{NORMAL,PNEUMONIA}, or bare
+    NORMAL/ and PNEUMONIA/ folders) every image of that split is scored, and the
+    result is stored beside the run's own, under the folder's key.
     """
     from .train import predict_rows, write_evaluation
 
     run = store.get(run_id)
-    stored = run.path / f"evaluation_{split_name}.json"
-    if stored.is_file() and not recompute and data_dir is None:
-        return read_json(stored)
     if split_name not in data_mod.SPLITS:
         raise UserError(f"unknown split {split_name!r}; use one of {', '.join(data_mod.SPLITS)}")
-    # Another folder may hold only test/ (a withheld test set): it needs no train/.
-    root = data_mod.resolve_root(data_dir or run.settings.get("data_dir", ""), require_train=data_dir is None)
-    if data_dir is not None and split_name == "test" and (_official(root, "test")):
-        # Another folder's official test split: evaluate every image in it.
-        part = data_mod.scan_folder(root, require_train=False).manifest
-        part = part[part.source_split == "test"].assign(split="test")
-    else:
+    root = data_mod.resolve_root(data_dir, require_train=False) if data_dir is not None else None
+    if root is not None and _is_own_data(run, root):
+        root = None  # the run's own folder: its split (a Kaggle download's test/ is the official one)
+    if root is None:
+        stored = run.evaluation(split_name)
+        if stored is not None and not recompute:
+            return stored
+        root = data_mod.resolve_root(run.settings.get("data_dir", ""))
         recorded = store.split(run_id)
         part = recorded[recorded.split == split_name].copy()
         part["path"] = [str(root / p) for p in part["path"]]
+        source = OWN
+    else:
+        manifest = data_mod.scan_folder(root, require_train=False).manifest
+        part = manifest[manifest.source_split == split_name].assign(split=split_name)
+        source = folder_key(run.path, split_name, root)
     if part.empty:
-        raise UserError(f"run {run_id} has no {split_name!r} images in {root}")
+        raise UserError(f"no {split_name!r} images for run {run_id} in {root}; pass --split with a split that folder holds")
     missing = [p for p in part["path"] if not os.path.exists(p)]
     if missing:
         raise UserError(f"{len(missing)} images of the {split_name} split are missing under {root}, e.g. {missing[0]}; pass --data with the folder the run was trained on")
@@ -124,13 +131,17 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
     cache = pipeline.build_cache(part["path"].tolist(), loaded.image_size)
     part = pipeline.readable(part, cache)
     prob = predict_rows(loaded.model, cache, part["row"])
-    return write_evaluation(run.path, split_name, part, prob, loaded.threshold, root)
+    return write_evaluation(run.path, split_name, part, prob, loaded.threshold, root, source)
 
 
-def _official(root: Path, split: str) -> bool:
-    return data_mod._child(root, split) is not None
+def _is_own_data(run, root: Path) -> bool:
+    try:
+        return data_mod.resolve_root(run.settings.get("data_dir", "")).resolve() == root.resolve()
+    except UserError:  # the run's folder moved: any folder given is "another" one
+        return False
 
 
-def predictions(run_id: str, split_name: str, store: RunStore) -> pd.DataFrame | None:
-    path = store.run_path(run_id) / f"predictions_{split_name}.csv"
+def predictions(run_id: str, split_name: str, store: RunStore, source: str = OWN) -> pd.DataFrame | None:
+    """The per-image predictions stored with an evaluation (None if there are none)."""
+    path = evaluation_files(store.run_path(run_id), split_name, source)[1]
     return pd.read_csv(path) if path.is_file() else None

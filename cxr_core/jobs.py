@@ -7,7 +7,13 @@ worker never blocks the queue, and two workers can never train at once (the
 machine has few cores; two jobs would each take twice as long).
 
     submit(settings, data_dir)    queue a run and make sure a worker is running
+    submit_evaluation(run_id, data_dir)
+                                  queue scoring a finished run on another labelled folder
     cancel(run_id)                a queued run is dropped; a running one gets SIGTERM
+
+Evaluation requests wait in RUNS/.evaluations/ as one JSON file each (queued,
+running, done or failed); the worker takes them after the queued training
+runs, so scoring never competes with training for the cores.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import PROJECT_ROOT, TrainSettings, UserError
-from .store import RunStore
+from .store import RunStore, atomic_write_json, read_json
 
 LOCK_NAME = ".worker.lock"
+EVALUATIONS = ".evaluations"
 
 
 def _acquire(store: RunStore, wait: bool = False):
@@ -113,8 +120,82 @@ def run_one(run_id: str, store: RunStore, echo=print) -> str:
             return "cancelled"
 
 
+def submit_evaluation(run_id: str, data_dir, store: RunStore | None = None, *, split: str = "test",
+                      start: bool = True) -> str:
+    """Queue scoring run `run_id` on the labelled folder `data_dir`; returns the request id.
+
+    An identical request still waiting or running is not queued twice.
+    """
+    from . import data as data_mod
+
+    store = store or RunStore()
+    run = store.get(run_id)
+    if run.state != "done":
+        raise UserError(f"run {run_id} is {run.state}; only finished runs can be evaluated")
+    root = str(data_mod.resolve_root(data_dir, require_train=False))
+    for request in evaluation_requests(store):
+        if (request["run"], request["data_dir"], request["split"]) == (run_id, root, split) and \
+                request["state"] in ("queued", "running"):
+            return request["id"]
+    folder = store.root / EVALUATIONS
+    folder.mkdir(parents=True, exist_ok=True)
+    request_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
+    atomic_write_json(folder / f"{request_id}.json", {"id": request_id, "run": run_id, "data_dir": root,
+                                                      "split": split, "state": "queued", "created": time.time()})
+    if start:
+        spawn_worker(store)
+    return request_id
+
+
+def evaluation_requests(store: RunStore) -> list[dict]:
+    """Every evaluation request, oldest first; a running one whose worker died reads 'interrupted'."""
+    from .store import pid_alive
+
+    folder = store.root / EVALUATIONS
+    requests = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            request = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(request, dict) or "run" not in request:
+            continue
+        if request.get("state") == "running" and not pid_alive(request.get("pid")):
+            request["state"] = "interrupted"
+        requests.append(request)
+    return sorted(requests, key=lambda r: r.get("created", 0))
+
+
+def _update_request(store: RunStore, request: dict, **fields) -> None:
+    request.update(fields, updated=time.time())
+    atomic_write_json(store.root / EVALUATIONS / f"{request['id']}.json", request)
+
+
+def queued_evaluations(store: RunStore) -> list[dict]:
+    return [r for r in evaluation_requests(store) if r.get("state") == "queued"]
+
+
+def run_evaluation(request: dict, store: RunStore, echo=print) -> str:
+    """Score one queued evaluation request in this process; returns its final state."""
+    from .inference import evaluate_run
+
+    _update_request(store, request, state="running", pid=os.getpid())
+    echo(f"evaluating {request['run']} on {request['data_dir']}")
+    try:
+        result = evaluate_run(request["run"], request["split"], store, request["data_dir"])
+    except Exception as error:  # a bad folder or model must not stop the worker's queue
+        message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+        _update_request(store, request, state="failed", error=message[:2000])
+        echo(f"evaluation {request['id']} failed: {message}")
+        return "failed"
+    _update_request(store, request, state="done", source=result.get("source"), finished=time.time())
+    return "done"
+
+
 def work(store: RunStore, echo=print) -> list[str]:
-    """The worker loop: train queued runs until none are left. Returns the run ids trained."""
+    """The worker loop: train queued runs, then score queued evaluations, until none are left.
+
+    Returns the run ids trained."""
     trained: list[str] = []
     handle = _acquire(store)
     # worker_running() takes the lock for an instant to test it: a worker starting
@@ -131,7 +212,11 @@ def work(store: RunStore, echo=print) -> list[str]:
             while True:
                 waiting = queued(store)
                 if not waiting:
-                    break
+                    evaluations = queued_evaluations(store)
+                    if not evaluations:
+                        break
+                    run_evaluation(evaluations[0], store, echo)
+                    continue
                 import keras  # noqa: F401  TensorFlow's slow import, before the run is marked running
 
                 run_id = waiting[0].run_id
@@ -145,7 +230,7 @@ def work(store: RunStore, echo=print) -> list[str]:
         # A run submitted after our last look, while we still held the lock, found
         # a worker "running" and started none: look again, or it would wait forever.
         # If another process holds the lock by now, it does the same when it ends.
-        if not queued(store):
+        if not queued(store) and not queued_evaluations(store):
             break
         handle = _acquire(store)
     return trained

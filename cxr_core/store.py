@@ -8,7 +8,10 @@
         model.keras         appears only once complete (written to a temp name, then renamed)
         threshold.json      the decision threshold chosen on validation, and its rule
         evaluation_<split>.json, predictions_<split>.csv
-        log.txt             the training process's output
+                            scored on the run's own split
+        evaluation_<split>@<folder>.json, predictions_<split>@<folder>.csv
+                            scored on another labelled folder (`evaluate --data DIR`), one
+                            pair per folder, beside the run's own evaluation
 
 Readers never see a half-written file: every write goes to a temp file in the
 same folder and is moved into place with os.replace. A folder that cannot be
@@ -17,6 +20,7 @@ read shows as a broken run; it never breaks a listing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,6 +35,9 @@ import pandas as pd
 from .config import UserError, runs_dir
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# The run's own split; any other source is a folder key (see folder_key).
+OWN = "own"
+_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 FINISHED = "done"
 ACTIVE_STATES = ("queued", "running")
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -113,12 +120,23 @@ class Run:
         except (TypeError, ValueError):
             return 0.0
 
-    def evaluation(self, split: str) -> dict | None:
+    def evaluation(self, split: str, source: str = OWN) -> dict | None:
+        """The stored evaluation on the run's own split, or on the folder `source` (a folder key)."""
         try:
-            result = read_json(self.path / f"evaluation_{split}.json")
+            result = read_json(self.path / f"evaluation_{split}{_suffix(source)}.json")
         except (OSError, ValueError):
             return None
         return result if isinstance(result, dict) else None
+
+    def evaluation_sources(self, split: str) -> list[str]:
+        """OWN (when stored) and every folder key this run was scored on for `split`, sorted."""
+        sources = [OWN] if (self.path / f"evaluation_{split}.json").is_file() else []
+        prefix = f"evaluation_{split}@"
+        try:
+            names = sorted(p.name for p in self.path.iterdir())
+        except OSError:
+            return sources
+        return sources + [n[len(prefix):-5] for n in names if n.startswith(prefix) and n.endswith(".json")]
 
     def history(self) -> list[dict]:
         try:
@@ -126,6 +144,37 @@ class Run:
         except (OSError, ValueError):
             return []
         return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+
+
+def _suffix(source: str) -> str:
+    if source in (None, "", OWN):
+        return ""
+    if _KEY_CHARS.search(source) or source.startswith("."):
+        raise UserError(f"invalid evaluation source {source!r}: use a folder key shown by `python -m cxr_core runs`")
+    return f"@{source}"
+
+
+def evaluation_files(run_path: Path, split: str, source: str = OWN) -> tuple[Path, Path]:
+    """(evaluation json, predictions csv) of one split scored on one source."""
+    suffix = _suffix(source)
+    return run_path / f"evaluation_{split}{suffix}.json", run_path / f"predictions_{split}{suffix}.csv"
+
+
+def folder_key(run_path: Path, split: str, folder: Path) -> str:
+    """The key a folder's evaluation is stored under: the folder's name, made safe.
+
+    Two different folders with the same name (two copies called chest_xray) get
+    the name plus a short hash of the path, so neither overwrites the other.
+    """
+    folder = Path(folder)
+    key = _KEY_CHARS.sub("_", folder.name).strip("._") or "folder"
+    try:
+        stored = read_json(evaluation_files(run_path, split, key)[0])
+    except (OSError, ValueError):
+        stored = None
+    if isinstance(stored, dict) and stored.get("data_dir") not in (None, str(folder)):
+        key = f"{key}-{hashlib.sha256(str(folder).encode()).hexdigest()[:6]}"
+    return key
 
 
 class RunStore:

@@ -20,7 +20,7 @@ import numpy as np
 from . import data as data_mod
 from . import evaluate, pipeline
 from .config import TrainSettings, UserError
-from .store import RunStore, atomic_write_csv, atomic_write_json
+from .store import OWN, RunStore, atomic_write_csv, atomic_write_json, evaluation_files
 
 
 class Cancelled(Exception):
@@ -194,7 +194,8 @@ def fit(run_id: str, store: RunStore, echo=print) -> None:
         raise Cancelled()
 
     val_prob = predict_rows(model, cache, val["row"])
-    choice = evaluate.choose_threshold(val["label"].to_numpy(), val_prob, settings.target_sensitivity)
+    choice = evaluate.choose_threshold(val["label"].to_numpy(), val_prob, settings.target_sensitivity,
+                                       rule=settings.threshold_rule)
     atomic_write_json(run.path / "threshold.json", choice)
     echo(f"threshold {choice['threshold']:.3f}: {choice['rule']}")
     for name in ("val", "test"):
@@ -212,15 +213,19 @@ def fit(run_id: str, store: RunStore, echo=print) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_evaluation(run_path, split_name: str, part, prob: np.ndarray, threshold: float, root) -> dict:
-    result = evaluate.evaluate_predictions(part["label"].to_numpy(), prob, threshold)
-    result.update(run=run_path.name, split=split_name, data_dir=str(root))
-    atomic_write_json(run_path / f"evaluation_{split_name}.json", result)
+def write_evaluation(run_path, split_name: str, part, prob: np.ndarray, threshold: float, root,
+                     source: str = OWN) -> dict:
+    """Score and store one split's predictions; intervals resample patients, not images."""
+    result = evaluate.evaluate_predictions(part["label"].to_numpy(), prob, threshold,
+                                           groups=part["patient_id"].to_numpy())
+    result.update(run=run_path.name, split=split_name, data_dir=str(root), source=source)
+    json_path, csv_path = evaluation_files(run_path, split_name, source)
+    atomic_write_json(json_path, result)
     predictions = part[["path", "label", "patient_id", "kind"]].copy()
     predictions["path"] = [os.path.relpath(p, root) if os.path.isabs(p) else p for p in predictions["path"]]
     predictions["probability"] = prob
     predictions["predicted"] = (prob >= threshold).astype(int)
-    atomic_write_csv(run_path / f"predictions_{split_name}.csv", predictions)
+    atomic_write_csv(csv_path, predictions)
     return result
 
 

@@ -52,7 +52,7 @@ st.dataframe(balance, hide_index=True, column_config={
 st.header("Patients and leakage")
 st.markdown("A child with pneumonia often has several X-rays. If one lands in train and another in test, the "
             "test score measures memory of that child, not skill: that is leakage.")
-overlap = data.patient_overlap(split)
+leakage = data.leakage_report(split)
 naive = explore.naive_split_leakage(scan.manifest)
 left, right = st.columns(2)
 with left:
@@ -62,11 +62,16 @@ with left:
                  labels={"images_per_patient": "images per patient", "class_name": "class"})
     st.plotly_chart(fig.update_layout(height=300, margin=dict(t=30, b=10)), key="per_patient")
 with right:
-    if sum(overlap.values()) == 0:
-        st.success("Leakage check passed: no patient appears in two splits "
-                   f"({', '.join(f'{k} {v}' for k, v in overlap.items())}).")
+    summary = ", ".join(f"{row['pair']} {row['shared_ids']}" for row in leakage)
+    if any(row["leakage"] for row in leakage):
+        st.error(f"Patients in two splits: {summary}.")
+    elif all(row["shared_ids"] == 0 for row in leakage):
+        st.success(f"Leakage check passed: no patient appears in two splits ({summary}).")
     else:
-        st.error(f"Patients in two splits: {', '.join(f'{k} {v}' for k, v in overlap.items())}.")
+        st.success("Leakage check passed for the splits carved here: " + ", ".join(
+            f"{row['pair']} {row['shared_ids']}" for row in leakage if row["exact"]) + ".")
+        st.info(", ".join(f"{row['pair']}: {row['shared_ids']}" for row in leakage if not row["exact"]) + ". "
+                + data.OVERLAP_UNCERTAIN)
     st.info("A random split by image instead would share "
             f"{', '.join(f'{v} patients between {k}' for k, v in naive.items())}.")
 

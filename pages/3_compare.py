@@ -7,6 +7,7 @@ import streamlit as st
 import dashboard
 from cxr_core import data, evaluate, explore, reference
 from cxr_core.config import UserError
+from cxr_core.store import OWN
 
 dashboard.entry_guard(__file__)
 st.title("Compare runs")
@@ -17,17 +18,24 @@ store = dashboard.run_store()
 finished = dashboard.finished_runs_or_stop(store, "No finished runs yet. Train a model first; it appears here when it is done.")
 
 cols = st.columns([1, 3])
-split = cols[0].radio("Evaluated on", ["test", "val"], horizontal=True, key="compare_split",
-                      format_func={"test": "test split", "val": "validation split"}.get)
 chosen = cols[1].multiselect("Runs", list(finished), default=list(finished)[:2], key="compare_runs")
-runs = {label: finished[label] for label in chosen if finished[label].evaluation(split)}
+split, source = cols[0].selectbox("Evaluated on", explore.evaluation_choices([finished[label] for label in chosen]),
+                                  format_func=explore.evaluation_label, key="compare_on",
+                                  help="The run's own splits (carved from its training data) or another labelled "
+                                       "folder it was scored on, such as the official test split.")
+dashboard.score_on_folder([finished[label] for label in chosen], store)
+runs = {label: finished[label] for label in chosen if finished[label].evaluation(split, source)}
 if len(runs) < len(chosen):
-    st.warning(f"Left out (no evaluation on the {split} split): {', '.join(set(chosen) - set(runs))}.")
+    st.warning(f"Left out (not scored on the {explore.evaluation_label((split, source))}): "
+               f"{', '.join(set(chosen) - set(runs))}.")
 if not runs:
     st.info("Choose at least one run above.")
     st.stop()
-evaluations = {label: run.evaluation(split) for label, run in runs.items()}
-preds = {label: dashboard.predictions(run.run_id, split, store) for label, run in runs.items()}
+if source == OWN:
+    st.caption("Own splits are carved from the same folder the run trained on: in-distribution, they flatter "
+               "every model. A folder like the official test split shows how a model meets new children.")
+evaluations = {label: run.evaluation(split, source) for label, run in runs.items()}
+preds = {label: dashboard.predictions(run.run_id, split, store, source) for label, run in runs.items()}
 if len(runs) > 1 and not explore.same_images([p for p in preds.values() if p is not None]):
     st.warning("These runs were evaluated on different images (another data folder or another split), so their "
                "differences mix up the models and the data. Compare runs trained on the same data set.")
@@ -112,7 +120,8 @@ if label:
     rows = explore.confusion_cell(preds[label], points[label]["threshold"], cell)
     st.caption(f"{len(rows)} images; the most confident calls first.")
     try:
-        root = data.resolve_root(runs[label].settings["data_dir"])
+        root = data.resolve_root(evaluations[label].get("data_dir") or runs[label].settings["data_dir"],
+                                 require_train=False)
     except UserError as error:
         st.warning(f"The images of this run cannot be shown: {error}")
         rows = rows.iloc[:0]

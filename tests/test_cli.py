@@ -107,6 +107,16 @@ def test_predict_plain_exits_zero_when_every_file_is_read(trained, demo_dir, cap
     assert out.startswith(f"{image}: ") and "P(pneumonia)" in out and err == ""
 
 
+def test_tensorflow_start_up_lines_stay_off_the_terminal(trained, demo_dir):
+    store, run_id, _ = trained
+    image = next((demo_dir / "test" / "NORMAL").glob("*.jpeg"))
+    done = cli("predict", run_id, image, "--runs", store.root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # No "oneDNN custom operations", "Could not find cuda drivers" or "failed call to cuInit" lines.
+    assert done.stderr == ""
+    assert done.stdout.startswith(f"{image}: ")
+
+
 def test_info_json(demo_dir):
     done = cli("info", "--data", demo_dir, "--json")
     assert done.returncode == 0, done.stderr
@@ -157,6 +167,64 @@ def test_evaluate_on_another_folder_uses_all_of_its_official_test(trained, tmp_p
     shutil.rmtree(other / "train")
     again = evaluate_run(run_id, "test", own, other)
     assert again["n"] == n_test and again["confusion_matrix"] == result["confusion_matrix"]
+
+
+def test_evaluation_on_another_folder_is_stored_beside_the_own_one(trained, tmp_path, capsys):
+    from cxr_core.demo import write_demo_dataset
+    from cxr_core.inference import evaluate_run, predictions
+
+    store, run_id, _ = trained
+    own = RunStore(tmp_path / "runs")
+    shutil.copytree(store.run_path(run_id), own.root / run_id)
+    before = own.get(run_id).evaluation("test")
+    # Only class folders, as a hospital's own labelled export might be.
+    other = write_demo_dataset(tmp_path / "gen", n_normal=10, n_pneumonia=12, seed=5, image_size=64) / "test"
+    shutil.move(str(other), tmp_path / "hospital_b")
+    folder = tmp_path / "hospital_b"
+    n_images = len(list(folder.rglob("*.jpeg")))
+
+    assert main(["evaluate", run_id, "--split", "test", "--data", str(folder), "--runs", str(own.root), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["source"] == "hospital_b" and result["n"] == n_images
+    assert result["ci_method"] == "bootstrap over patients"
+    run = own.get(run_id)
+    assert run.evaluation("test") == before  # the run's own evaluation is untouched
+    assert run.evaluation("test", "hospital_b")["n"] == n_images
+    assert run.evaluation_sources("test") == ["own", "hospital_b"]
+    assert len(predictions(run_id, "test", own, "hospital_b")) == n_images
+    assert len(predictions(run_id, "test", own)) == before["n"]
+
+    # Another folder with the same name gets its own key; the first stays.
+    twin = tmp_path / "elsewhere" / "hospital_b"
+    shutil.copytree(folder / "NORMAL", twin / "NORMAL")
+    shutil.copytree(folder / "PNEUMONIA", twin / "PNEUMONIA")
+    shutil.rmtree(twin / "PNEUMONIA"); (twin / "PNEUMONIA").mkdir()
+    shutil.copy(next(folder.glob("PNEUMONIA/*.jpeg")), twin / "PNEUMONIA")
+    twin_result = evaluate_run(run_id, "test", own, twin)
+    assert twin_result["source"].startswith("hospital_b-") and twin_result["n"] < n_images
+    assert own.get(run_id).evaluation("test", "hospital_b")["n"] == n_images
+
+    # The run's own data folder given with --data is its own split, not "another folder".
+    same = evaluate_run(run_id, "test", own, own.get(run_id).settings["data_dir"])
+    assert same["source"] == "own" and same == own.get(run_id).evaluation("test")
+
+    # compare --on reads the folder's evaluation; runs --json lists where each run was scored.
+    assert main(["compare", run_id, "--on", "hospital_b", "--runs", str(own.root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["on"] == "hospital_b" and report["metrics"][0]["n"] == n_images
+    assert main(["runs", "--runs", str(own.root), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)[0]
+    assert set(listed["evaluated_on"]) == {"own", "hospital_b", twin_result["source"]}
+    assert main(["compare", run_id, "--on", "nowhere", "--runs", str(own.root)]) == 2
+    assert "no test evaluation on nowhere" in capsys.readouterr().err
+
+
+def test_evaluate_on_a_folder_without_labels_says_what_to_do(trained, tmp_path, capsys):
+    store, run_id, _ = trained
+    (tmp_path / "unlabelled").mkdir()
+    (tmp_path / "unlabelled" / "a.jpeg").write_bytes(b"x")
+    assert main(["evaluate", run_id, "--data", str(tmp_path / "unlabelled"), "--runs", str(store.root)]) == 2
+    assert "NORMAL" in capsys.readouterr().err
 
 
 # --- errors: one line on stderr, non-zero exit, no traceback --------------------------------------
