@@ -9,6 +9,8 @@
         threshold.json      the decision threshold chosen on validation, and its rule
         evaluation_<split>.json, predictions_<split>.csv
         log.txt             the training process's output
+        tensorboard/        TensorBoard event files (train/, validation/) from keras.callbacks.TensorBoard:
+                            `tensorboard --logdir RUNS`; absent when the tensorboard package is not installed
 
 Readers never see a half-written file: every write goes to a temp file in the
 same folder and is moved into place with os.replace. A folder that cannot be
