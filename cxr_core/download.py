@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -139,8 +140,10 @@ def fetch_url(url: str, work: Path, sha256: str | None = None, echo=print) -> Pa
         raise UserError(f"the download from {url} broke off ({_network_reason(error)}); nothing was kept. "
                         f"Run the command again, or {MANUAL_STEPS}") from None
     except ValueError as error:  # pooch's checksum mismatch
-        raise UserError(f"the file from {url} is not the expected one: {str(error).splitlines()[0]} "
-                        "Check --sha256 and the URL; nothing was kept") from None
+        hashes = re.search(r"expected (\S+) but got (\S+?)\.?\s", str(error) + " ")
+        reason = f"sha256 {hashes.group(2)}, expected {hashes.group(1)}" if hashes else str(error).splitlines()[0]
+        raise UserError(f"the file from {url} is not the expected one ({reason}); "
+                        "check --sha256 and the URL; nothing was kept") from None
     got = os.path.getsize(path)
     if size and got != size:
         raise UserError(f"the download from {url} is incomplete ({got} of {size} bytes); nothing was kept. "
@@ -178,7 +181,7 @@ def safe_members(archive: zipfile.ZipFile, archive_name: str, dest: Path) -> lis
         outside = (name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts
                    or not (dest / name).resolve().is_relative_to(dest))
         if outside:
-            raise UserError(f"{archive_name} holds {info.filename!r}, which would be written outside {dest}; "
+            raise UserError(f"{archive_name} holds {info.filename!r}, which would be written outside the data folder; "
                             f"refusing to extract it. This is not the Kaggle archive as published: {MANUAL_STEPS}")
         if not JUNK_NAMES.intersection(parts):
             members.append(info)
@@ -194,7 +197,7 @@ def extract_zip(archive_path: Path, dest: Path, echo=print) -> None:
             dest.mkdir(parents=True, exist_ok=True)
             for info in members:
                 archive.extract(info, dest)
-    except (zipfile.BadZipFile, EOFError) as error:
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:
         raise UserError(f"{archive_path} is not a complete zip archive ({error}); "
                         f"download it again, or {MANUAL_STEPS}") from None
 

@@ -181,6 +181,7 @@ def test_a_wrong_checksum_is_refused(server, tmp_path):
     out = tmp_path / "chest_xray"
     with pytest.raises(UserError, match="not the expected one") as caught:
         download.download(server.url("/archive.zip"), out, sha256="0" * 64, echo=lambda line: None)
+    assert hashlib.sha256(server.files["/archive.zip"]).hexdigest() in str(caught.value)  # what it got instead
     assert_one_line(caught.value)
     assert_nothing_left(out)
 
