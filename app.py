@@ -28,7 +28,10 @@ def home() -> None:
     summary = explore.dataset_summary(scan)
     if summary["synthetic"]:
         st.warning(f"**{dashboard.DEMO_LABEL}.** {dashboard.SYNTHETIC_NOTE} Choose a real folder in the "
-                   "sidebar when one is configured (CXR_DATA_DIR).", icon=":material/science:")
+                   "sidebar when one is configured (CXR_DATA_DIR), or fetch the real data set (Kermany 2018, "
+                   "CC BY 4.0) with the command below; its last line is the CXR_DATA_DIR setting to use.",
+                   icon=":material/science:")
+        st.code("python -m cxr_core download", language="bash")
     else:
         st.success(f"Real images from `{summary['root']}`.", icon=":material/folder_open:")
     cols = st.columns(4)

@@ -8,6 +8,8 @@
     python -m cxr_core predict   RUN FILE... [--runs DIR] [--json]
     python -m cxr_core runs      [--runs DIR] [--json]
     python -m cxr_core demo-data [--out DIR]
+    python -m cxr_core download  [--source kaggle|URL|ZIP] [--out DIR] [--sha256 HEX]
+                                 (the real data set; prints the CXR_DATA_DIR line last)
     python -m cxr_core explore   --data DIR [--json]     (what the Dataset page shows)
     python -m cxr_core compare   RUN RUN... [--split test] [--on SOURCE] [--json]   (what the Compare page shows)
     python -m cxr_core worker    [--runs DIR]        (trains queued runs; the dashboard starts it)
@@ -184,6 +186,14 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    from .download import download, export_line
+
+    root = download(args.source, args.out, sha256=args.sha256, echo=lambda line: print(line, flush=True))
+    print(export_line(root))
+    return 0
+
+
 def cmd_explore(args) -> int:
     from . import data, explore
 
@@ -323,6 +333,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = add("demo-data", cmd_demo_data, "write the synthetic demo data set")
     p.add_argument("--out")
+
+    p = add("download", cmd_download, "fetch the Kermany data set (CC BY 4.0) in Kaggle layout; prints the CXR_DATA_DIR line last")
+    p.add_argument("--source", default="kaggle", help="kaggle (default, with kagglehub), an http(s) URL of a zip, or a local zip")
+    p.add_argument("--out", help="folder to create (default: ~/data/chest_xray)")
+    p.add_argument("--sha256", help="expected SHA-256 of the zip at --source URL")
 
     p = add("explore", cmd_explore, "what the Dataset page shows: balance, patients, leakage, image sizes")
     p.add_argument("--data")

@@ -12,6 +12,8 @@
         evaluation_<split>@<folder>.json, predictions_<split>@<folder>.csv
                             scored on another labelled folder (`evaluate --data DIR`), one
                             pair per folder, beside the run's own evaluation
+        tensorboard/        TensorBoard event files (train/, validation/) from keras.callbacks.TensorBoard:
+                            `tensorboard --logdir RUNS`; absent when the tensorboard package is not installed
 
 Readers never see a half-written file: every write goes to a temp file in the
 same folder and is moved into place with os.replace. A folder that cannot be

@@ -10,6 +10,7 @@ the run is marked cancelled, and no model file appears.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import time
@@ -180,6 +181,10 @@ def fit(run_id: str, store: RunStore, echo=print) -> None:
                     echo(f"fine-tuning: {unfreeze_top(model)} layers unfrozen")
                 _compile(model, settings, learning_rate, steps * epochs)
             callbacks = [_progress_callback(store, run_id, settings, flag, steps, done_epochs, history, echo)]
+            # Curves in the tool people already know. tf.summary needs the tensorboard package, which
+            # TensorFlow 2.21 no longer installs: without it a run trains as before, without curves.
+            if importlib.util.find_spec("tensorboard") is not None:
+                callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.path / "tensorboard")))
             if settings.early_stopping_patience > 0:
                 callbacks.append(keras.callbacks.EarlyStopping(
                     monitor="val_auc", mode="max", patience=settings.early_stopping_patience,

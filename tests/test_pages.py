@@ -151,6 +151,15 @@ def test_home_on_the_default_demo_set_with_no_runs(empty_store):
     assert values["Runs"] == "0" and values["Finished"] == "0"
     assert "No runs yet" in shown(at)
     assert at.sidebar.selectbox[0].value == "Demo data set (SYNTHETIC)"
+    assert [code.value for code in at.code] == ["python -m cxr_core download"]  # how to get the real data
+
+
+def test_home_on_real_data_does_not_offer_the_download(empty_store, demo_dir, tmp_path, monkeypatch):
+    real = shutil.copytree(demo_dir, tmp_path / "chest_xray", ignore=shutil.ignore_patterns("SYNTHETIC_DEMO.txt"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(real))
+    at = open_app()
+    assert any(str(real) in text for text in texts(at, "success"))
+    assert not at.code
 
 
 def test_home_counts_the_finished_run(tiny_store, demo_data):
