@@ -128,7 +128,7 @@ def threshold(validation: np.ndarray, held_out: np.ndarray) -> float:
 def appearance_problems(appearance: dict) -> list[str]:
     problems = []
     if appearance["colour"] > MAX_COLOUR:
-        problems.append(f"colour image ({appearance['colour']:.0%} of pixels coloured): chest X-rays are grayscale")
+        problems.append(f"colour image: chest X-rays are grayscale ({appearance['colour']:.0%} of pixels coloured)")
     if appearance["spread"] < MIN_SPREAD:
         problems.append(f"nearly blank image (gray levels span {appearance['spread']:.0f} of 255)")
     if appearance["extremes"] > MAX_EXTREMES:
