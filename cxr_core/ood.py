@@ -249,7 +249,9 @@ def fit_run(run_path: Path, model, cache, train_rows, val_rows, val_paths, *, se
     picked = np.arange(len(val_paths))
     if len(picked) > MAX_APPEARANCE_IMAGES:
         picked = np.sort(rng.choice(picked, MAX_APPEARANCE_IMAGES, replace=False))
-    looks_fine = np.array([not appearance_problems(_appearance(list(val_paths)[i])) for i in picked], dtype=bool)
+    val_paths = list(val_paths)
+    looks_fine = np.array([not appearance_problems(_appearance(val_paths[i], cache.image_size)) for i in picked],
+                          dtype=bool)
     every = passed["features"][picked] & passed["layout"][picked] & looks_fine
     info = {
         "feature_layer": layer, "feature_dimensions": int(train_features.shape[1]), "layout_grid": GRID,
@@ -267,10 +269,11 @@ def fit_run(run_path: Path, model, cache, train_rows, val_rows, val_paths, *, se
     return info
 
 
-def _appearance(path) -> dict:
+def _appearance(path, image_size: int) -> dict:
     try:
         data = images._read_bytes(path)
-        return images.appearance(data, images.decode_image(data, str(path)))
+        # Decoded at the model's size, as prediction decodes: a 3000 px film need not be read in full.
+        return images.appearance(data, images.decode_image(data, str(path), target_size=image_size))
     except images.ImageDecodeError:
         return {"colour": 0.0, "spread": 255.0, "extremes": 0.0}  # the cache left unreadable files out already
 
