@@ -174,7 +174,7 @@ def predictions(run_id: str, split: str, store: RunStore, source: str = OWN) -> 
 
 
 def analyse(run_id: str, store: RunStore, content: bytes, name: str) -> dict:
-    """{"label", "probability", "threshold", "heatmap", "model"} of an upload (bytes, never written to disk)."""
+    """inference.classify()'s result plus "heatmap" and "model", for an upload (bytes, never written to disk)."""
     return _analyse(run_id, str(store.root), inference.model_key(run_id, store), content, name)
 
 
@@ -184,8 +184,8 @@ def _analyse(run_id: str, root: str, key: str, content: bytes, name: str) -> dic
     from cxr_core import explain
 
     loaded = _load_run(run_id, root, key)
-    pixels = images.load_for_model(content, loaded.image_size, name=name)  # decoded once, for both
-    result = inference.classify(loaded, pixels, name)
+    pixels, appearance = images.load_with_appearance(content, loaded.image_size, name=name)  # decoded once, for both
+    result = inference.classify(loaded, pixels, name, appearance)
     try:
         # Evidence for the call the model made at its own threshold, not at 0.5.
         result["heatmap"] = explain.gradcam(loaded.model, pixels, class_index=CLASSES.index(result["label"]))

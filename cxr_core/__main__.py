@@ -148,11 +148,14 @@ def cmd_predict(args) -> int:
     results = predict_files(loaded, args.files)
     for result in results:
         if args.json:
-            print(json.dumps({k: result[k] for k in ("file", "label", "probability", "error") if k in result}))
+            keys = ("file", "label", "probability", "in_distribution", "warning", "error")
+            print(json.dumps({k: result[k] for k in keys if k in result}))
         elif "error" in result:
             print(f"error: {result['error']}", file=sys.stderr)
         else:
-            print(f"{result['file']}: {result['label']} (P(pneumonia) {result['probability']:.3f}, threshold {result['threshold']:.3f})")
+            print(f"{result['file']}: {result['label']} (P(pneumonia) {result['probability']:.3f}, threshold {result['threshold']:.3f})"
+                  + (f" - NOT LIKE THE TRAINING X-RAYS, do not trust this label: {result['warning']}"
+                     if result["in_distribution"] is False else ""))
     return 1 if any("error" in r for r in results) else 0
 
 

@@ -71,16 +71,19 @@ def decode_image(data: bytes, name: str = "image", *, target_size: int | None = 
 
 def read_image_file(path: str | os.PathLike, *, target_size: int | None = None) -> np.ndarray:
     """Read a file (never more than MAX_FILE_BYTES) and decode it; errors name the path."""
+    return decode_image(_read_bytes(path), str(path), target_size=target_size)
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)  # +1 tells "too large" apart from "exactly the limit"
+            return f.read(MAX_FILE_BYTES + 1)  # +1 tells "too large" apart from "exactly the limit"
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: file not found - check the path") from None
     except IsADirectoryError:
         raise ImageDecodeError(f"{path}: is a folder, not an image file - give the path of an image") from None
     except OSError as exc:
         raise ImageDecodeError(f"{path}: cannot read the file ({exc.strerror or exc}) - check its permissions") from None
-    return decode_image(data, str(path), target_size=target_size)
 
 
 # Part of every decoded-image cache key: bump it whenever preprocess() changes.
@@ -120,6 +123,54 @@ def load_for_model(source: bytes | str | os.PathLike, image_size: int, name: str
     else:
         gray = read_image_file(source, target_size=image_size)
     return preprocess(gray, image_size)[..., np.newaxis]
+
+
+def load_with_appearance(source: bytes | str | os.PathLike, image_size: int,
+                         name: str | None = None) -> tuple[np.ndarray, dict]:
+    """load_for_model's pixels, plus appearance() of the same file: what prediction needs."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), name or "upload"
+    else:
+        data, name = _read_bytes(source), str(source)
+    gray = decode_image(data, name, target_size=image_size)
+    return preprocess(gray, image_size)[..., np.newaxis], appearance(data, gray)
+
+
+# A pixel is clearly coloured when its R, G and B differ by more than this (of 255):
+# gray films saved as RGB JPEGs stay within a few levels of chroma noise.
+CHROMA = 24
+# Gray levels at or beyond these count as pure black or pure white.
+DARKEST, BRIGHTEST = 5, 250
+
+
+def appearance(data: bytes, gray: np.ndarray) -> dict:
+    """Cheap facts for the out-of-distribution check (cxr_core.ood), before preprocess() stretches contrast.
+
+    colour: fraction of clearly coloured pixels, read from the file's own colours (decode_image
+    has already made `gray` gray); spread: gray levels between the 0.5th and 99.5th percentiles;
+    extremes: fraction of pure black or pure white pixels. DICOM files report colour 0.
+    """
+    step = max(1, max(gray.shape) // 512)  # a subsample estimates these fractions as well as every pixel
+    sample = gray[::step, ::step]
+    low, high = np.percentile(sample, [0.5, 99.5])
+    extremes = np.mean((sample <= DARKEST) | (sample >= BRIGHTEST))
+    return {"colour": _colour_fraction(data), "spread": float(high - low), "extremes": float(extremes)}
+
+
+def _colour_fraction(data: bytes) -> float:
+    if _is_dicom(data):
+        return 0.0
+    try:
+        with _quiet_decoders(), Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as img:
+            if img.mode in ("1", "L", "LA", "I", "F") or img.mode.startswith(("I;", "F;")):
+                return 0.0  # stored gray: no colour to find
+            if img.format == "JPEG":
+                img.draft("RGB", (128, 128))  # a small DCT-scaled decode is enough to count colours
+            img.thumbnail((256, 256))
+            rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+    except Exception:
+        return 0.0  # decode_image accepted these bytes; a failed colour probe must not refuse them
+    return float(np.mean(rgb.max(axis=-1) - rgb.min(axis=-1) > CHROMA))
 
 
 def image_info(path: str | os.PathLike) -> dict:

@@ -7,6 +7,7 @@
         history.json        per-epoch metrics, rewritten after each epoch
         model.keras         appears only once complete (written to a temp name, then renamed)
         threshold.json      the decision threshold chosen on validation, and its rule
+        ood.npz, ood.json   the out-of-distribution check (cxr_core.ood); absent in older runs
         evaluation_<split>.json, predictions_<split>.csv
                             scored on the run's own split
         evaluation_<split>@<folder>.json, predictions_<split>@<folder>.csv

@@ -209,6 +209,9 @@ def fit(run_id: str, store: RunStore, echo=print) -> None:
             continue
         prob = val_prob if name == "val" else predict_rows(model, cache, part["row"])
         write_evaluation(run.path, name, part, prob, choice["threshold"], scan.root)
+    from . import ood  # fitted on this run's training images, thresholds on validation
+
+    ood.fit_run(run.path, model, cache, train["row"], val["row"], val["path"], seed=settings.seed, echo=echo)
     # Written last: a visible model.keras means the run is complete.
     tmp = run.path / f".model-{os.getpid()}.keras"
     try:

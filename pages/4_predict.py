@@ -15,7 +15,10 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom", "bmp", "gif", "tif", "tiff
 st.title("Predict")
 st.markdown("Upload chest X-rays (JPEG, PNG or DICOM) or pick one from the data set. Each chosen model gives its "
             "probability of pneumonia and its call at its own threshold; the heat map (Grad-CAM) shows which "
-            "regions pushed the model towards that call. Uploads stay in memory and are never stored.")
+            "regions pushed the model towards that call. Uploads stay in memory and are never stored. "
+            "Each image is first compared with the run's training X-rays (colour, blankness, layout and the "
+            "model's own features); one unlike them gets a warning and no label, since any label for it "
+            "would be meaningless.")
 st.error(dashboard.NOT_CLINICAL, icon=":material/medical_information:")
 store = dashboard.run_store()
 finished = dashboard.finished_runs_or_stop(store, "No finished runs yet: a model must be trained before it can predict.")
@@ -61,8 +64,10 @@ for name, content in files:
             st.error(f"{label}: {error}")
             continue
         results.setdefault(name, {})[label] = result
-        rows.append({"file": name, "run": label, "label": result["label"], "probability": result["probability"],
-                     "threshold": result["threshold"], "error": ""})
+        refused = result["in_distribution"] is False
+        rows.append({"file": name, "run": label, "label": "withheld" if refused else result["label"],
+                     "probability": result["probability"], "threshold": result["threshold"],
+                     "in_distribution": result["in_distribution"], "warning": result.get("warning", ""), "error": ""})
 if not results:
     st.stop()
 
@@ -88,9 +93,18 @@ base = images.preprocess(gray, 512)  # the model's view (padded square), at a si
 grid[0].image(base, caption=f"{shown} ({gray.shape[1]}×{gray.shape[0]} px)", width="stretch")
 for i, (label, result) in enumerate(results[shown].items(), start=1):
     with grid[i % len(grid)]:
-        st.metric(label, result["label"], help=f"Model {result['model']}")
-        st.markdown(f"P(pneumonia) **{result['probability']:.3f}** against this run's threshold "
-                    f"{result['threshold']:.3f}")
+        if result["in_distribution"] is False:
+            st.metric(label, "withheld", help=f"Model {result['model']}")
+            st.error(f"Not like this run's training X-rays: {result['warning']}. The model would have said "
+                     f"{result['label']} (P(pneumonia) {result['probability']:.3f}); do not trust that.",
+                     icon=":material/block:")
+        else:
+            st.metric(label, result["label"], help=f"Model {result['model']}")
+            st.markdown(f"P(pneumonia) **{result['probability']:.3f}** against this run's threshold "
+                        f"{result['threshold']:.3f}")
+            if result["in_distribution"] is None:
+                st.caption("This run was trained before the out-of-distribution check: nothing tells whether "
+                           "this image is like its training X-rays. Retrain it to get the check.")
         if result["heatmap"] is None:
             st.caption(f"No heat map: {result['heatmap_error']}")
         else:

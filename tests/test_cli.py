@@ -11,8 +11,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from cxr_core.__main__ import main
 from cxr_core.config import CLASSES
@@ -85,18 +87,39 @@ def test_predict_json(trained, demo_dir, tmp_path):
     text = tmp_path / "notes.jpeg"
     text.write_text("not an image\n")
     missing = tmp_path / "missing.png"
-    done = cli("predict", run_id, *good, text, missing, "--runs", store.root, "--json")
+    colour = tmp_path / "holiday.png"
+    y, x = np.mgrid[0:200, 0:300]
+    Image.fromarray(np.stack([x * 255 // 299, y * 255 // 199, 255 - x * 255 // 299], -1).astype(np.uint8)).save(colour)
+    done = cli("predict", run_id, *good, text, missing, colour, "--runs", store.root, "--json")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     results = [json.loads(line) for line in done.stdout.strip().splitlines()]
-    assert [r["file"] for r in results] == [*good, str(text), str(missing)]
+    assert [r["file"] for r in results] == [*good, str(text), str(missing), str(colour)]
     for result, expected in zip(results[:2], predictions.probability[:2]):
-        assert set(result) == {"file", "label", "probability"}
+        # in_distribution is the check's verdict; a warning comes with it exactly when it is false.
+        assert {"file", "label", "probability", "in_distribution"} <= set(result) <= {
+            "file", "label", "probability", "in_distribution", "warning"}
+        assert isinstance(result["in_distribution"], bool)
+        assert ("warning" in result) == (result["in_distribution"] is False)
         assert result["label"] in CLASSES and 0 <= result["probability"] <= 1
         assert result["probability"] == pytest.approx(expected, abs=1e-5)  # same pixels as evaluation saw
         assert result["label"] == CLASSES[int(result["probability"] >= store.threshold(run_id))]
-    for result, path in zip(results[2:], (text, missing)):
+    for result, path in zip(results[2:4], (text, missing)):
         assert set(result) == {"file", "error"} and str(path) in result["error"]
+    assert results[4]["in_distribution"] is False and results[4]["label"] in CLASSES
+    assert "colour image: chest X-rays are grayscale" in results[4]["warning"]
+
+
+def test_predict_json_of_a_run_trained_before_the_check(trained, demo_dir, tmp_path):
+    store, run_id, _ = trained
+    shutil.copytree(store.run_path(run_id), tmp_path / run_id)
+    for name in ("ood.npz", "ood.json"):
+        (tmp_path / run_id / name).unlink()
+    image = next((demo_dir / "test" / "NORMAL").glob("*.jpeg"))
+    done = cli("predict", run_id, image, "--runs", tmp_path, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["in_distribution"] is None and "warning" not in result and result["label"] in CLASSES
 
 
 def test_predict_plain_exits_zero_when_every_file_is_read(trained, demo_dir, capsys):

@@ -408,6 +408,7 @@ def test_predict_an_upload_then_a_corrupt_file(tiny_store, demo_dir):
     assert {"jpg", "jpeg", "png", "dcm"} <= {t.lstrip(".") for t in uploader.allowed_type}
     name, content = xray_bytes(demo_dir)
     expected = inference.predict_image(inference.load_run(run_id, store), content, name=name)
+    assert expected["in_distribution"] is True  # a demo X-ray is like the run's training X-rays
 
     uploader.set_value((name, content, "image/jpeg"))
     at.run()
@@ -447,6 +448,27 @@ def test_predict_a_batch_with_a_dicom_and_a_bad_file(tiny_store, demo_dir):
     widget(at.selectbox, "Show details of").select("scan.dcm").run()
     assert_clean(at)
     assert texts(at, "header")[-1] == "scan.dcm"
+
+
+def test_an_image_unlike_the_training_x_rays_gets_a_warning_and_no_label(tiny_store, demo_dir):
+    store, run_id = tiny_store
+    at = open_app(PREDICT)
+    assert "compared with the run's training X-rays" in shown(at)
+    y, x = np.mgrid[0:200, 0:300]
+    photo = io.BytesIO()
+    Image.fromarray(np.stack([x * 255 // 299, y * 255 // 199, 255 - x * 255 // 299], -1).astype(np.uint8)).save(photo, "PNG")
+    name, content = xray_bytes(demo_dir)
+    at.file_uploader[0].set_value([("holiday.png", photo.getvalue(), "image/png"), (name, content, "image/jpeg")])
+    at.run()
+    assert_clean(at)
+    table = at.dataframe[0].value.set_index("file")
+    assert table.loc["holiday.png", "label"] == "withheld" and not table.loc["holiday.png", "in_distribution"]
+    assert "colour image" in table.loc["holiday.png", "warning"]
+    assert table.loc[name, "label"] in ("NORMAL", "PNEUMONIA") and table.loc[name, "in_distribution"]
+    label = explore.run_label(store.get(run_id))
+    assert texts(at, "header")[-1] == "holiday.png"
+    assert metrics(at)[label] == "withheld"
+    assert any(text.startswith("Not like this run's training X-rays: colour image") for text in texts(at, "error"))
 
 
 def test_predict_an_image_picked_from_the_data_set(tiny_store, demo_data):
