@@ -36,9 +36,10 @@ import pandas as pd
 import common
 from cxr_core import evaluate, reference
 from cxr_core.config import MODEL_NAMES, UserError, default_settings
-from cxr_core.store import RunStore
+from cxr_core.store import OWN, RunStore, evaluation_files
 
 METRICS = ("accuracy", "sensitivity", "specificity", "macro_f1", "auc")
+DEFAULT_TEST = common.PROJECT_ROOT.parent / "shared" / "data" / "chest_xray_test_dev"
 METRIC_LABELS = ("accuracy", "sensitivity", "specificity", "macro F1", "AUC")
 FAMILIES = ("mobilenetv2", "densenet121")
 OFFLINE = "random init (ImageNet weights not available offline)"
@@ -136,17 +137,25 @@ def train(model: str, args, store_dir: Path, epochs: int | None, weights: str | 
     return run_id
 
 
-def evaluate_test(run_id: str, store_dir: Path) -> dict:
+def evaluate_test(run_id: str, store_dir: Path, data: Path | None = None) -> dict:
+    """The run's own test evaluation, or (with `data`) its evaluation on another labelled folder."""
     command = [sys.executable, "-m", "cxr_core", "evaluate", run_id, "--split", "test", "--json",
-               "--runs", str(store_dir)]
+               "--runs", str(store_dir)] + (["--data", str(data)] if data else [])
     child = common.run_child(command, echo=False)
     if child["rc"] != 0:
         raise RuntimeError(f"evaluating {run_id} failed: {' | '.join(child['lines'][-3:])}")
     return json.loads(child["lines"][-1])
 
 
+def _scores(result: dict) -> dict:
+    """The figures a table shows of one evaluation."""
+    return {"source": result.get("source"), "n_test": result.get("n"), "n_normal": result.get("n_normal"), "n_pneumonia": result.get("n_pneumonia"),
+            "threshold": result.get("threshold"), "confusion_matrix": result.get("confusion_matrix"),
+            "ci95": {m: (result.get("ci95") or {}).get(m) for m in METRICS}, **{m: result.get(m) for m in METRICS}}
+
+
 def model_row(model: str, run_id: str, store: RunStore, result: dict, weights_used: str,
-              overridden: bool, reused: bool) -> dict:
+              overridden: bool, reused: bool, shifted: dict | None = None) -> dict:
     run = store.get(run_id)
     history = run.history()
     row = {
@@ -162,30 +171,39 @@ def model_row(model: str, run_id: str, store: RunStore, result: dict, weights_us
         "n_test": result.get("n"), "n_normal": result.get("n_normal"), "n_pneumonia": result.get("n_pneumonia"),
         "confusion_matrix": result.get("confusion_matrix"),
         "ci95": {m: (result.get("ci95") or {}).get(m) for m in METRICS},
+        "shifted": _scores(shifted) if shifted else None,
     }
     row.update({m: result.get(m) for m in METRICS})
     return row
 
 
-def ensemble_row(rows: list[dict], store: RunStore) -> dict | None:
+def ensemble_scores(rows: list[dict], store: RunStore, source: str = OWN) -> tuple[dict, dict]:
+    """Soft vote of `rows` on one test source: (evaluation, threshold choice made on validation)."""
+    merged = {}
+    for split, where in (("val", OWN), ("test", source)):
+        frame = None
+        for i, row in enumerate(rows):
+            path = evaluation_files(store.run_path(row["run"]), split, where)[1]
+            part = pd.read_csv(path)[["path", "label", "patient_id", "probability"]].rename(columns={"probability": f"p{i}"})
+            # Inner join on the image: a member that could not decode an image leaves it out of the vote.
+            frame = part if frame is None else frame.merge(part, on=["path", "label", "patient_id"], how="inner")
+        merged[split] = frame
+    columns = [f"p{i}" for i in range(len(rows))]
+    recipe = default_settings(rows[0]["model"])
+    val, test = merged["val"], merged["test"]
+    choice = evaluate.choose_threshold(val["label"].to_numpy(), val[columns].mean(axis=1).to_numpy(),
+                                       recipe.target_sensitivity, rule=recipe.threshold_rule)
+    groups = test["patient_id"].to_numpy() if "patient_id" in test else None
+    return evaluate.evaluate_predictions(test["label"].to_numpy(), test[columns].mean(axis=1).to_numpy(),
+                                         choice["threshold"], groups=groups), choice
+
+
+def ensemble_row(rows: list[dict], store: RunStore, shifted_source: str | None = None) -> dict | None:
     """Soft vote: mean member probability; threshold chosen on validation, scored on test."""
     if len(rows) < 2:
         return None
-    merged = {}
-    for split in ("val", "test"):
-        frame = None
-        for i, row in enumerate(rows):
-            path = store.run_path(row["run"]) / f"predictions_{split}.csv"
-            part = pd.read_csv(path)[["path", "label", "probability"]].rename(columns={"probability": f"p{i}"})
-            # Inner join on the image: a member that could not decode an image leaves it out of the vote.
-            frame = part if frame is None else frame.merge(part, on=["path", "label"], how="inner")
-        merged[split] = frame
-    columns = [f"p{i}" for i in range(len(rows))]
-    target = default_settings(rows[0]["model"]).target_sensitivity
-    val, test = merged["val"], merged["test"]
-    choice = evaluate.choose_threshold(val["label"].to_numpy(), val[columns].mean(axis=1).to_numpy(), target)
-    result = evaluate.evaluate_predictions(test["label"].to_numpy(), test[columns].mean(axis=1).to_numpy(),
-                                           choice["threshold"])
+    result, choice = ensemble_scores(rows, store)
+    shifted = ensemble_scores(rows, store, shifted_source)[0] if shifted_source else None
     sizes = sorted({r["image_size"] for r in rows})
     row = {
         "model": f"ensemble (soft vote of {len(rows)})", "members": [r["model"] for r in rows], "run": None,
@@ -196,6 +214,7 @@ def ensemble_row(rows: list[dict], store: RunStore) -> dict | None:
         "best_val_auc": None, "threshold": choice["threshold"], "threshold_rule": choice["rule"],
         "n_test": result["n"], "n_normal": result["n_normal"], "n_pneumonia": result["n_pneumonia"],
         "confusion_matrix": result["confusion_matrix"], "ci95": {m: (result.get("ci95") or {}).get(m) for m in METRICS},
+        "shifted": _scores(shifted) if shifted else None,
     }
     row.update({m: result.get(m) for m in METRICS})
     return row
@@ -212,31 +231,45 @@ def _minutes(seconds) -> str:
     return "n/a" if seconds is None else f"{seconds / 60:.1f} min"
 
 
-def render(result: dict) -> str:
-    """The markdown body shared by quality.md and the README's results section."""
-    rows = result["rows"] + ([result["ensemble"]] if result.get("ensemble") else [])
-    table = common.markdown_table(
+def _table(rows: list[dict], key: str | None) -> str:
+    """One markdown table of the lineup, on the shifted test folder (key "shifted") or the own split."""
+    def scores(r):
+        return r if key is None else (r.get(key) or {})
+
+    return common.markdown_table(
         ["model", "weights", "image px", "epochs run", "train time", "threshold", *METRIC_LABELS],
         [[r["model"], r["weights_used"], r["image_size"],
           "-" if r["epochs_run"] is None else f"{r['epochs_run']} of {r['epochs_configured']}" + ("*" if r["epochs_overridden"] else ""),
-          _minutes(r["train_seconds"]), r["threshold"], *[_metric_cell(r, m) for m in METRICS]] for r in rows])
+          _minutes(r["train_seconds"]), scores(r).get("threshold"), *[_metric_cell(scores(r), m) for m in METRICS]]
+         for r in rows])
+
+
+def render(result: dict) -> str:
+    """The markdown body shared by quality.md and the README's results section."""
+    rows = result["rows"] + ([result["ensemble"]] if result.get("ensemble") else [])
     published = common.markdown_table(
         ["published, official test split", "source", *METRIC_LABELS],
         [[p["name"], p["source"], *[p.get(m) for m in METRICS]] for p in reference.PUBLISHED])
     split = result.get("test_split") or {}
+    shifted = next((r["shifted"] for r in rows if r.get("shifted")), None)
     lines = [
-        f"Generated by `{result['command']}` on {result['date']}.",
+        f"Generated by `{result['command']}` on {result['date']} at commit {common.commit_label(result.get('git'))}.",
         f"Machine: {common.machine_line(result['machine'])}.",
         "",
-        f"Data: `{result['data']}`; test split: {split.get('n', '?')} images ({split.get('n_normal', '?')} normal, "
-        f"{split.get('n_pneumonia', '?')} pneumonia), {split.get('kind', '')}. Each model trained with its "
-        "defaults and the same seed (the same patient-grouped split); metrics on the test split at the threshold "
-        "chosen on validation (95% bootstrap intervals in brackets); sensitivity is pneumonia recall, "
-        "specificity normal recall.",
+        f"Trained on `{result['data']}`, each model with its defaults and the same seed (the same "
+        "patient-grouped split); thresholds chosen on validation; 95% intervals in brackets from a bootstrap "
+        "over patients; sensitivity is pneumonia recall, specificity normal recall.",
     ]
     if result.get("synthetic"):
         lines += ["", "**SYNTHETIC demo data: these figures only show that the benchmark runs; they say nothing about X-rays.**"]
-    lines += ["", table, ""]
+    if shifted:
+        lines += ["", f"**On the official test split** (`{result['test_data']}`: {shifted['n_test']} images, "
+                  f"{shifted['n_normal']} normal, {shifted['n_pneumonia']} pneumonia; the dev half here, a user's full "
+                  "`test/` elsewhere). Recipe choices were made while looking at this half, so its figures are "
+                  "optimistic; the other half is withheld and scored independently.", "", _table(rows, "shifted")]
+    lines += ["", f"**On the test split carved from train** ({split.get('n', '?')} images, {split.get('n_normal', '?')} "
+              f"normal, {split.get('n_pneumonia', '?')} pneumonia; {split.get('kind', '')}): in-distribution, it "
+              "flatters every model.", "", _table(rows, None), ""]
     notes = []
     overrides = result.get("epochs_override") or {}
     if overrides:
@@ -280,6 +313,9 @@ def parse_overrides(items: list[str]) -> dict[str, int]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=common.DEFAULT_DATA, help="Kaggle-layout folder (default: %(default)s)")
+    p.add_argument("--test-data", type=Path, default=DEFAULT_TEST if DEFAULT_TEST.is_dir() else None,
+                   help="a labelled folder of the official test split to score every model on "
+                        "(default: %(default)s; the headline table)")
     p.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated subset (default: all five)")
     p.add_argument("--epochs-override", action="append", default=[], metavar="MODEL=N",
                    help="train MODEL for N epochs instead of its default (repeatable; the table says so)")
@@ -317,7 +353,8 @@ def main(argv=None) -> int:
 
     result = {
         "benchmark": "quality", "command": common.command_line(), "date": common.now_iso(),
-        "machine": common.machine(), "data": str(args.data), "synthetic": is_synthetic(args.data),
+        "git": common.git_state(), "machine": common.machine(), "data": common.project_relative(args.data),
+        "test_data": args.test_data and common.project_relative(args.test_data), "synthetic": is_synthetic(args.data),
         "models": models, "epochs_override": {m: n for m, n in overrides.items() if m in models},
         "rows": [], "ensemble": None, "failed": [], "test_split": None, "complete": False,
         "published": reference.PUBLISHED, "published_label": "published, official test split",
@@ -341,7 +378,8 @@ def main(argv=None) -> int:
             else:
                 run_id = train(model, args, store_dir, epochs, weight_value, log_dir)
             test = evaluate_test(run_id, store_dir)
-            row = model_row(model, run_id, store, test, weights_used, model in overrides, reused)
+            shifted = evaluate_test(run_id, store_dir, args.test_data) if args.test_data else None
+            row = model_row(model, run_id, store, test, weights_used, model in overrides, reused, shifted)
         except Exception as error:  # keep going: one model's failure must not lose the others
             print(f"  FAILED: {error}", flush=True)
             result["failed"].append({"model": model, "error": str(error)[:500]})
@@ -351,11 +389,14 @@ def main(argv=None) -> int:
         if result["test_split"] is None:
             result["test_split"] = {"n": row["n_test"], "n_normal": row["n_normal"], "n_pneumonia": row["n_pneumonia"],
                                     "kind": test_split_description(store, run_id)}
-        print(f"  test: " + ", ".join(f"{m} {_metric_cell(row, m)}" for m in METRICS), flush=True)
+        print(f"  own test: " + ", ".join(f"{m} {_metric_cell(row, m)}" for m in METRICS), flush=True)
+        if row["shifted"]:
+            print(f"  official test: " + ", ".join(f"{m} {_metric_cell(row['shifted'], m)}" for m in METRICS), flush=True)
         save()
 
     try:
-        result["ensemble"] = ensemble_row(result["rows"], store)
+        source = next((r["shifted"]["source"] for r in result["rows"] if r.get("shifted")), None)
+        result["ensemble"] = ensemble_row(result["rows"], store, source)
     except Exception as error:
         result["failed"].append({"model": "ensemble", "error": str(error)[:500]})
     result["complete"] = not result["failed"]

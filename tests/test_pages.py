@@ -337,10 +337,10 @@ def test_compare_shows_the_stored_metrics_and_a_live_threshold(tiny_store):
     assert f"0 missed pneumonia (FN) and {tn + fp} false alarms (FP)" in shown(at)
     assert "McNemar" not in shown(at)  # needs two runs
 
-    widget(at.radio, "Evaluated on").set_value("val").run()
+    widget(at.selectbox, "Evaluated on").select_index(1).run()  # the own validation split
     assert_clean(at)
     assert at.dataframe[0].value.loc[0, "images"] == store.get(run_id).evaluation("val")["n"]
-    widget(at.radio, "Evaluated on").set_value("test").run()
+    widget(at.selectbox, "Evaluated on").select_index(0).run()
     at.slider[0].set_value(0.0).run()
     widget(at.selectbox, "Cell").select("FP").run()
     assert_clean(at)
@@ -506,3 +506,40 @@ def test_a_broken_run_and_a_corrupt_model_leave_the_pages_working(tiny_run, tmp_
     table = at.dataframe[0].value
     assert list(table["file"]) == [name, f"{name} (2)"]  # same name twice, told apart
     assert set(table["run"]) == {explore.run_label(RunStore(root).get(run_id))}
+
+
+def test_compare_shows_a_runs_evaluation_on_another_folder_and_queues_one(tiny_run, demo_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from cxr_core import jobs
+    from cxr_core.demo import write_demo_dataset
+    from cxr_core.inference import evaluate_run
+
+    source_store, run_id = tiny_run
+    store = RunStore(tmp_path / "runs")
+    shutil.copytree(source_store.run_path(run_id), store.root / run_id)
+    monkeypatch.setenv("CXR_RUNS_DIR", str(store.root))
+    other = write_demo_dataset(tmp_path / "hospital_b", n_normal=8, n_pneumonia=9, seed=4, image_size=64)
+    scored = evaluate_run(run_id, "test", store, other)
+    at = open_app(COMPARE)
+    chooser = widget(at.selectbox, "Evaluated on")
+    assert chooser.options == ["own test split", "own validation split", f"folder {scored['source']}"]
+    chooser.select_index(2).run()
+    assert_clean(at)
+    assert at.dataframe[0].value.loc[0, "images"] == scored["n"]
+    assert "flatter every model" not in shown(at)
+
+    # "Score these runs on another labelled folder": one click queues it on the background worker.
+    third = write_demo_dataset(tmp_path / "clinic_c", n_normal=6, n_pneumonia=6, seed=5, image_size=64)
+    monkeypatch.setenv("CXR_DATA_ROOTS", str(third))
+    at = open_app(COMPARE)
+    widget(at.selectbox, "Folder").select(next(o for o in widget(at.selectbox, "Folder").options if "clinic_c" in o))
+    widget(at.button, "Score").click().run()
+    assert_clean(at)
+    requests = jobs.evaluation_requests(store)
+    assert [r["run"] for r in requests] == [run_id] and requests[0]["data_dir"] == str(third)
+    deadline = time.time() + 240
+    while jobs.evaluation_requests(store)[0]["state"] in ("queued", "running") and time.time() < deadline:
+        time.sleep(1)
+    assert jobs.evaluation_requests(store)[0]["state"] == "done", jobs.evaluation_requests(store)
+    assert "clinic_c" in store.get(run_id).evaluation_sources("test")
