@@ -108,6 +108,31 @@ def command_line(argv: list[str] | None = None) -> str:
     return "python " + shlex.join([str(script), *argv[1:]])
 
 
+def project_relative(path) -> str:
+    """A path as seen from the project root: results must not name this machine's absolute folders."""
+    return os.path.relpath(Path(path).expanduser().resolve(), PROJECT_ROOT)
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict:
+    """The commit the code was at and whether the tree differed from it (untracked files count)."""
+    def git(*args) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def commit_label(state: dict | None) -> str:
+    if not state or not state.get("commit"):
+        return "not recorded"
+    return state["commit"][:10] + (" (dirty)" if state.get("dirty") else "")
+
+
 def fmt(value, digits: int = 3) -> str:
     if value is None:
         return "n/a"

@@ -134,12 +134,17 @@ def _compile(model, settings: TrainSettings, learning_rate: float, steps: int):
     )
 
 
-def fit(run_id: str, store: RunStore, echo=print) -> None:
-    """Train the queued run `run_id` to the end; raises Cancelled or any error."""
+def fit(run_id: str, store: RunStore, echo=print, callbacks=()) -> None:
+    """Train the queued run `run_id` to the end; raises Cancelled or any error.
+
+    `callbacks`: extra Keras callbacks run after the job's own each epoch (the speed
+    benchmark scores every epoch's model through one); the product passes none.
+    """
     import keras
 
     from .models import build_model, unfreeze_top
 
+    extra_callbacks = list(callbacks)
     run = store.get(run_id)
     settings = TrainSettings.from_dict(run.settings)
     keras.utils.set_random_seed(settings.seed)
@@ -189,6 +194,7 @@ def fit(run_id: str, store: RunStore, echo=print) -> None:
                 callbacks.append(keras.callbacks.EarlyStopping(
                     monitor="val_auc", mode="max", patience=settings.early_stopping_patience,
                     restore_best_weights=True, start_from_epoch=1))
+            callbacks.extend(extra_callbacks)
             # shuffle=False: the tf.data pipeline already reshuffles every epoch.
             model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
                       callbacks=callbacks, verbose=0, shuffle=False)
@@ -237,12 +243,12 @@ def write_evaluation(run_path, split_name: str, part, prob: np.ndarray, threshol
     return result
 
 
-def run_job(run_id: str, store: RunStore, echo=print) -> str:
+def run_job(run_id: str, store: RunStore, echo=print, callbacks=()) -> str:
     """Train a run and record how it ended: done, cancelled or failed. Returns the state."""
     started = time.time()
     store.set_status(run_id, state="running", pid=os.getpid(), started=started, epoch=0)
     try:
-        fit(run_id, store, echo)
+        fit(run_id, store, echo, callbacks)
     except Cancelled:
         store.set_status(run_id, state="cancelled", finished=time.time(), error="stopped by the user")
         echo(f"run {run_id} cancelled")

@@ -82,10 +82,41 @@ def test_markdown_table_escapes_pipes_and_formats_numbers():
     assert table.splitlines() == ["| name | value |", "|---|---|", "| a\\|b | 0.123 |", "| c | n/a |"]
 
 
-def test_machine_description_names_the_cpu_and_tensorflow():
+def test_machine_description_names_the_cpu_and_tensorflow(monkeypatch):
     machine = common.machine()
     assert machine["cores"] >= 1 and machine["cpu"] and machine["tensorflow"].startswith("2.")
-    assert machine["gpu"]  # "none" or the devices
+    monkeypatch.setattr(common, "_gpus", lambda: [])
+    assert common.machine()["gpu"] == "none"
+    monkeypatch.setattr(common, "_gpus", lambda: ["GPU 0: NVIDIA H100", "GPU 1: NVIDIA H100"])
+    assert common.machine()["gpu"] == "GPU 0: NVIDIA H100, GPU 1: NVIDIA H100"
+    assert "GPU: GPU 0: NVIDIA H100, GPU 1" in common.machine_line(common.machine())
+
+
+def test_stack_sampler_attributes_time_to_the_project_function_that_ran():
+    import time
+
+    import numpy as np
+
+    from cxr_core import evaluate
+
+    y, p = np.tile([0, 1], 500), np.linspace(0, 1, 1000)
+    with common.StackSampler(interval=0.002) as sampler:
+        until = time.perf_counter() + 0.4
+        while time.perf_counter() < until:
+            evaluate.choose_threshold(y, p)
+    profile = sampler.top()
+    assert profile["samples"] > 10
+    top = {row["function"]: row["share"] for row in profile["inclusive_project"]}
+    assert top.get("cxr_core/evaluate.py:choose_threshold", 0) > 0.8, profile
+
+
+def test_provenance_names_the_commit_and_paths_from_the_project(tmp_path):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+    assert common.git_state()["commit"] == head and common.git_state()["dirty"] in (True, False)
+    assert common.git_state(tmp_path) == {"commit": None, "dirty": None}  # not a repository
+    assert common.commit_label({"commit": head, "dirty": True}) == head[:10] + " (dirty)"
+    assert common.commit_label(None) == "not recorded"
+    assert common.project_relative(PROJECT_ROOT.parent / "shared" / "data") == os.path.join("..", "shared", "data")
 
 
 # ---------------------------------------------------------------- quality
@@ -178,7 +209,9 @@ def test_speed_pipeline_predict_scale(bench_data, tmp_path):
     predict = sections["predict"]["models"]["regularized_cnn"]
     for kind in ("predict", "gradcam"):
         assert 0 < predict[kind]["p50_ms"] <= predict[kind]["p95_ms"] < 60_000
-        assert predict[kind]["profile"]["samples"] >= 0
+        profile = predict[kind]["profile"]
+        assert set(profile) == {"samples", "interval_s", "inclusive_project", "self"}
+        assert all(0 < row["share"] <= 1 for row in profile["inclusive_project"] + profile["self"])
     scale = sections["scale"]["runs"]
     assert [r["images"] for r in scale] == [200, 400]
     assert all(r["peak_rss_mib"] > 0 and r["epoch_images_per_s"] > 0 for r in scale)
@@ -186,25 +219,48 @@ def test_speed_pipeline_predict_scale(bench_data, tmp_path):
     markdown = (out / "speed.md").read_text()
     assert "p95 <= 150 ms" in markdown and "input pipeline images/s" in markdown and "scale: peak memory" in markdown
     assert result["machine"]["cpu"] and result["targets"]["page_s"] == 1.5
+    assert result["data"] == os.path.relpath(bench_data, PROJECT_ROOT) and not os.path.isabs(result["data"])
+    assert result["git"] == common.git_state() or result["git"]["commit"] == common.git_state()["commit"]
+    for section in sections.values():
+        assert section["git"] == result["git"] and section["command"].startswith("python benchmarks/speed.py")
+    assert str(PROJECT_ROOT) not in (out / "speed.md").read_text()
     assert not list((tmp_path / "work").iterdir())  # scratch removed
 
 
 def test_speed_training_and_memory(bench_data, fake_app, tmp_path):
     out, readme = tmp_path / "results", tmp_path / "README.md"
     readme.write_text((PROJECT_ROOT / "README.md").read_text())
-    run_script("speed.py", "--data", bench_data, "--only", "training,memory", "--epochs", 1, "--app", fake_app,
-               "--out", out, "--work", tmp_path / "work", "--quiet", "--update-readme", "--readme", readme)
+    run_script("speed.py", "--data", bench_data, "--test-data", bench_data, "--only", "training,memory", "--epochs", 2,
+               "--repeats", 1, "--app", fake_app, "--out", out, "--work", tmp_path / "work", "--quiet",
+               "--update-readme", "--readme", readme, timeout=600)
     sections = json.loads((out / "speed.json").read_text())["sections"]
     training = sections["training"]
     assert "error" not in training, training
-    assert len(training["seed_recipe"]["per_epoch"]) == 1 and len(training["ours"]["per_epoch"]) == 1
-    assert training["seconds_per_epoch_ratio"] > 0 and training["flags_note"] == "--epochs 1"
-    assert training["time_to_quality_ratio"] is None or training["time_to_quality_ratio"] > 0
+    assert training["flags_note"] == "--epochs 2 --repeats 1 --test-data " + os.path.relpath(bench_data, PROJECT_ROOT)
+    runs = {r["side"]: r for r in training["runs"]}
+    assert list(runs) == ["seed_regularized", "ours", "seed_baseline"] == training["order"]
+    target = {k: runs["seed_regularized"]["per_epoch"][-1][k] for k in ("accuracy", "auc")}
+    for side, run in runs.items():
+        epochs = run["per_epoch"]
+        assert [e["epoch"] for e in epochs] == [1, 2]
+        assert 0 < epochs[0]["wall_s"] < epochs[1]["wall_s"] < run["total_wall_s"]
+        assert run["evaluation_s"] == pytest.approx(sum(e["eval_s"] for e in epochs)) and run["evaluation_s"] > 0
+        assert run["time_to_quality"]["target"] == target
+        rule = epochs[0]["threshold_rule"]
+        assert rule == "fixed 0.5" if side != "ours" else rule.startswith("highest specificity")
+    # The seed recipe always reaches its own final figures, at its final epoch or sooner.
+    seed_ttq = runs["seed_regularized"]["time_to_quality"]
+    assert seed_ttq["reached"] and seed_ttq["wall_s"] == runs["seed_regularized"]["per_epoch"][seed_ttq["epoch"] - 1]["wall_s"]
+    ours_ttq = runs["ours"]["time_to_quality"]
+    expected = ours_ttq["wall_s"] / seed_ttq["wall_s"] if ours_ttq["reached"] else None
+    assert training["summary"]["ratio"]["values"] == [expected]
+    assert training["summary"]["seed_regularized"]["reached"] == 1
     memory = sections["memory"]
-    assert memory["training"]["peak_rss_mib"] == training["ours"]["peak_rss_mib"] > 100
+    assert memory["training"]["peak_rss_mib"] == runs["ours"]["peak_rss_mib"] > 100
     assert 0 < memory["dashboard"]["peak_rss_mib"] < 8192
     section = between(readme.read_text(), "speed")
-    assert "time to the seed recipe's val AUC" in section and "training peak memory" in section
+    assert "time to quality, ours / seed regularized recipe, 1 repeat(s)" in section and "training peak memory" in section
+    assert "| seed baseline CNN |" in section and "dev scoring (excluded)" in section
     assert between(readme.read_text(), "quality") == between((PROJECT_ROOT / "README.md").read_text(), "quality")
 
 
@@ -221,15 +277,93 @@ def test_speed_pages_with_ten_runs(bench_data, fake_app, tmp_path):
     assert "views/compare.py with 5 runs selected" in (out / "speed.md").read_text()
 
 
-def test_page_discovery_skips_helpers(tmp_path):
-    import speed
+def test_page_discovery_reads_the_st_page_calls_of_app_py(tmp_path):
+    import speed_pages
 
     (tmp_path / "pages").mkdir()
-    (tmp_path / "pages" / "common.py").write_text("import streamlit as st\n\n@st.cache_data\ndef f():\n    return 1\n")
-    (tmp_path / "pages" / "charts.py").write_text("import streamlit as st\n\ndef chart():\n    st.write(1)\n")
-    (tmp_path / "pages" / "a.py").write_text("import streamlit as st\nfrom pages.charts import chart\nst.title('A')\n")
-    (tmp_path / "app.py").write_text("import streamlit as st\nst.write('home')\n")
-    assert speed.discover_pages(tmp_path / "app.py") == ["pages/a.py"]
-    (tmp_path / "app.py").write_text('import streamlit as st\nst.navigation([st.Page("pages/a.py")]).run()\n')
-    assert speed.discover_pages(tmp_path / "app.py") == ["pages/a.py"]
-    assert speed.discover_pages(tmp_path / "elsewhere" / "app.py") == []
+    for name in ("a.py", "b.py", "helpers.py"):
+        (tmp_path / "pages" / name).write_text("import streamlit as st\nst.title('x')\n")
+    app = tmp_path / "app.py"
+    app.write_text("import streamlit as st\nst.write('home')\n")
+    assert speed_pages.discover_pages(app) == []  # no st.Page: nothing is guessed from the folder
+    app.write_text("import streamlit as st\nfrom streamlit import Page\n\ndef home():\n    st.page_link('pages/helpers.py')\n\n"
+                   "b = Page('pages/b.py', title='B')\n"
+                   "st.navigation([st.Page(home, default=True), st.Page('pages/a.py'), b,\n"
+                   "               st.Page('pages/missing.py')]).run()\n")
+    assert speed_pages.discover_pages(app) == ["pages/b.py", "pages/a.py", "pages/missing.py"]
+    assert speed_pages.discover_pages(tmp_path / "elsewhere" / "app.py") == []
+
+
+def test_page_discovery_on_the_real_dashboard():
+    import re
+
+    import speed_pages
+
+    app = PROJECT_ROOT / "app.py"
+    named = re.findall(r"""st\.Page\(\s*["']([^"']+\.py)["']""", app.read_text())
+    assert named and speed_pages.discover_pages(app) == named
+    assert all((PROJECT_ROOT / page).is_file() for page in named)
+
+
+def test_speed_entry_script_lists_a_module_for_every_section():
+    import importlib
+
+    import speed
+
+    assert list(speed.SECTIONS) == ["pipeline", "training", "predict", "pages", "memory", "scale"]
+    for module, function, what in [*speed.SECTIONS.values(), *((m, f, "") for m, f in speed.CHILDREN.values())]:
+        assert callable(getattr(importlib.import_module(module), function))
+        assert (BENCHMARKS / f"{module}.py").read_text().count("\n") < 350
+
+
+# ---------------------------------------------------------------- time to quality (pure)
+
+
+def history(*rows):
+    return [{"epoch": i + 1, "wall_s": 10.0 * (i + 1), "accuracy": a, "auc": u} for i, (a, u) in enumerate(rows)]
+
+
+def test_time_to_quality_seed_final_epoch_is_its_worst():
+    from speed_time_to_quality import final_target, time_to_quality
+
+    seed = history((0.80, 0.90), (0.90, 0.95), (0.70, 0.85))  # the last epoch is the worst
+    target = final_target(seed)
+    assert target == {"accuracy": 0.70, "auc": 0.85}
+    assert time_to_quality(seed, target) | {"at": None} == {"reached": True, "epoch": 1, "wall_s": 10.0, "epochs_run": 3,
+                                                            "target": target, "at": None}
+    # Both figures must be reached: epoch 1 has the accuracy but not the AUC, epoch 2 has both.
+    ours = history((0.75, 0.80), (0.71, 0.86), (0.99, 0.99))
+    assert time_to_quality(ours, target)["epoch"] == 2 and time_to_quality(ours, target)["wall_s"] == 20.0
+
+
+def test_time_to_quality_never_reached():
+    from speed_time_to_quality import time_to_quality
+
+    ours = history((0.60, 0.99), (0.99, 0.60), (None, 0.99))
+    result = time_to_quality(ours, {"accuracy": 0.7, "auc": 0.9})
+    assert result["reached"] is False and result["epoch"] is None and result["wall_s"] is None
+    assert result["epochs_run"] == 3
+    assert time_to_quality(ours, None)["reached"] is False  # the seed's final AUC was undefined
+
+
+def test_evaluation_time_is_subtracted_from_later_epochs_only():
+    from speed_time_to_quality import exclude_evaluation
+
+    events = [{"epoch": 1, "ended": 110.0, "eval_s": 2.0}, {"epoch": 2, "ended": 125.0, "eval_s": 3.0},
+              {"epoch": 3, "ended": 140.0, "eval_s": 4.0}]
+    assert [r["wall_s"] for r in exclude_evaluation(events, launched=100.0)] == [10.0, 23.0, 35.0]
+
+
+def test_spread_and_moves_beyond_the_range_between_repeats():
+    from speed_report import ratio_verdict, spread_text
+    from speed_time_to_quality import moved_beyond_range, spread
+
+    s = spread([3.0, 1.0, 2.0, None])
+    assert (s["median"], s["min"], s["max"], s["n"], s["missing"]) == (2.0, 1.0, 3.0, 4, 1)
+    assert spread_text(s, 1, " s") == "2.0 s [1.0, 3.0]; not reached in 1 of 4"
+    assert spread_text(spread([None, None])) == "not reached (2 of 2 repeats)"
+    assert moved_beyond_range(spread([5.0]), spread([2.0, 2.5, 3.0]))  # moved 2.5, range 1
+    assert not moved_beyond_range(spread([2.9]), spread([2.0, 2.5, 3.0]))
+    assert not moved_beyond_range(spread([9.0]), spread([2.0]))  # one repeat: no range to judge by
+    assert ratio_verdict(spread([0.4, 0.45, 0.3])) == "yes"
+    assert ratio_verdict(spread([0.4, 0.6, None])) == "varies (1 of 3 repeats)"

@@ -1,0 +1,112 @@
+"""Our side of the training comparison: the product's own training job, scored on the dev half each epoch.
+
+The child runs what `python -m cxr_core train --model regularized_cnn` runs (jobs.submit, then
+train.run_job with the defaults) and hands run_job one extra Keras callback that scores each
+epoch's model. It skips only the CLI's worker lock (the run store is private to the benchmark).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import common
+from speed_data import child_command, fresh
+from speed_seed import dev_evaluation_callback
+
+
+def product_predictions(settings, data_dir: str, dev_dir: str):
+    """predict_dev and threshold_rule for dev_evaluation_callback, built from the product's own code.
+
+    The validation split and its decoded images are the ones fit() made (same scan, same seed,
+    same on-disk cache); the dev half is decoded by the same preprocessing at the run's size.
+    """
+    from cxr_core import data as data_mod
+    from cxr_core import evaluate, pipeline
+    from cxr_core.train import predict_rows, prepare_data
+
+    prepared = {}
+
+    def ready():
+        if not prepared:  # at the first epoch's end: fit() has already decoded the cache
+            _, split, cache = prepare_data(settings, data_dir, echo=lambda *_: None)
+            val = split[split.split == "val"]
+            dev = data_mod.scan_folder(dev_dir, require_train=False).manifest
+            dev = dev[dev.source_split == "test"]
+            dev_cache = pipeline.build_cache(dev["path"].tolist(), settings.image_size)
+            dev = pipeline.readable(dev, dev_cache)
+            prepared.update(val=(cache, val["row"], val["label"].to_numpy()),
+                            dev=(dev_cache, dev["row"], dev["label"].to_numpy()))
+        return prepared
+
+    def predict_dev(model):
+        cache, rows, labels = ready()["dev"]
+        return labels, predict_rows(model, cache, rows)
+
+    def threshold_rule(model):
+        cache, rows, labels = ready()["val"]
+        choice = evaluate.choose_threshold(labels, predict_rows(model, cache, rows), settings.target_sensitivity)
+        return choice["threshold"], choice["rule"]
+
+    return predict_dev, threshold_rule
+
+
+def ours_train_child(spec: dict) -> None:
+    """Child process: the product's training job with the dev-half scoring callback."""
+    from cxr_core import jobs
+    from cxr_core.config import default_settings
+    from cxr_core.store import RunStore
+    from cxr_core.train import run_job
+
+    settings = default_settings("regularized_cnn")
+    if spec.get("epochs"):
+        settings.epochs = spec["epochs"]
+    store = RunStore(spec["runs"])
+    run_id = jobs.submit(settings, spec["data"], store, start=False)
+    print(f"run {run_id}: {settings.model}, {settings.epochs} epochs at {settings.image_size}px", flush=True)
+    callbacks = []
+    if spec.get("dev"):  # without it: the plain product run (the memory section's)
+        callbacks.append(dev_evaluation_callback(*product_predictions(settings, spec["data"], spec["dev"]), "ours"))
+    state = run_job(run_id, store, echo=lambda line: print(line, flush=True), callbacks=callbacks)
+    print(json.dumps({"event": "done", "ended": time.time(), "run": run_id, "state": state}), flush=True)
+
+
+def run_side(command: list[str], env: dict | None, echo: bool, require_epochs: bool = True) -> dict:
+    """Run one side's child; returns its epoch events, the launch time and the child's totals."""
+    events: list[dict] = []
+
+    def on_line(line: str, at: float) -> None:
+        if line.startswith('{"event"'):
+            events.append(json.loads(line))
+
+    launched = time.time()
+    child = common.run_child(command, env=env, on_line=on_line, echo=echo)
+    if child["rc"] != 0:
+        raise RuntimeError(f"{command[-3] if '--child' in command else command[0]} failed: "
+                           f"{' | '.join(child['lines'][-3:])}")
+    epochs = [e for e in events if e["event"] == "epoch"]
+    done = next((e for e in events if e["event"] == "done"), {})
+    if not epochs and require_epochs:
+        raise RuntimeError(f"the child reported no epochs: {' | '.join(child['lines'][-3:])}")
+    return {"launched": launched, "epochs": epochs, "done": done, "wall_s": child["wall_s"],
+            "peak_rss_mib": child["peak_rss_mib"]}
+
+
+def train_ours(ctx, epochs: int | None, tag: str, dev: Path | None) -> dict:
+    """Our side, in a child with a cold private cache: decoding is part of its time, as on a first run.
+
+    dev None: no scoring callback, the product's run exactly (no epoch events come back).
+    """
+    spec = {"data": str(ctx.data), "runs": str(ctx.work / f"runs-{tag}"), "epochs": epochs,
+            "dev": None if dev is None else str(dev)}
+    side = run_side(child_command("ours-train", spec), common.cli_env(CXR_CACHE_DIR=fresh(ctx.work / f"cache-{tag}")),
+                    echo=not ctx.args.quiet, require_epochs=dev is not None)
+    if side["done"].get("state") != "done":
+        raise RuntimeError(f"our training run ended {side['done'].get('state')!r}")
+    from cxr_core.store import RunStore
+
+    run = RunStore(spec["runs"]).get(side["done"]["run"])
+    side.update(run=run.run_id, image_size=run.settings["image_size"], epochs_configured=run.settings["epochs"],
+                epochs_run=len(run.history()))
+    return side
