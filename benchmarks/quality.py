@@ -203,7 +203,7 @@ def ensemble_row(rows: list[dict], store: RunStore, shifted_source: str | None =
     if len(rows) < 2:
         return None
     result, choice = ensemble_scores(rows, store)
-    shifted = ensemble_scores(rows, store, shifted_source)[0] if shifted_source else None
+    shifted = dict(ensemble_scores(rows, store, shifted_source)[0], source=shifted_source) if shifted_source else None
     sizes = sorted({r["image_size"] for r in rows})
     row = {
         "model": f"ensemble (soft vote of {len(rows)})", "members": [r["model"] for r in rows], "run": None,

@@ -374,14 +374,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 # Commands that load TensorFlow; the others stay light and never import it.
-_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict", "worker"}
+# (The worker imports it itself, quietly, only once there is work: an idle one stays light.)
+_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict"}
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.verbose:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # the worker it may start inherits it
         elif args.command in _TENSORFLOW_COMMANDS:
             from .quiet import import_tensorflow
 

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import PROJECT_ROOT, TrainSettings, UserError
+from .quiet import import_tensorflow
 from .store import RunStore, atomic_write_json, read_json
 
 LOCK_NAME = ".worker.lock"
@@ -211,13 +212,14 @@ def work(store: RunStore, echo=print) -> list[str]:
         try:
             while True:
                 waiting = queued(store)
+                evaluations = [] if waiting else queued_evaluations(store)
+                if not waiting and not evaluations:
+                    break
+                # TensorFlow's slow import, before anything is marked running; its C++ lines kept out of the log.
+                import_tensorflow()
                 if not waiting:
-                    evaluations = queued_evaluations(store)
-                    if not evaluations:
-                        break
                     run_evaluation(evaluations[0], store, echo)
                     continue
-                import keras  # noqa: F401  TensorFlow's slow import, before the run is marked running
 
                 run_id = waiting[0].run_id
                 echo(f"training {run_id}")

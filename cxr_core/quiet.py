@@ -33,7 +33,13 @@ def native_stderr_silenced():
 
 
 def import_tensorflow() -> None:
-    """Import TensorFlow and look for GPUs (the two moments it prints), silently."""
+    """Import TensorFlow and look for GPUs (the two moments it prints), silently.
+
+    A TF_CPP_MIN_LOG_LEVEL of 0 (what `--verbose` sets) asks for every line: then nothing is hidden.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        import tensorflow  # noqa: F401
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_stderr_silenced():
         import tensorflow as tf
