@@ -11,6 +11,7 @@
                                  (ECE, Brier, reliability bins, temperature fitted on validation)
     python -m cxr_core report    RUN RUN... [--split test] [--on SOURCE] --out report.html
                                  (one self-contained HTML file: settings, data, intervals, figures)
+    python -m cxr_core lesson    [--data DIR] [--prevalence P] [--runs DIR]   (the Lesson page's numbers, JSON)
     python -m cxr_core runs      [--runs DIR] [--json]
     python -m cxr_core demo-data [--out DIR]
     python -m cxr_core download  [--source kaggle|URL|ZIP] [--out DIR] [--sha256 HEX]
@@ -333,6 +334,16 @@ def cmd_calibration(args) -> int:
     return 0
 
 
+def cmd_lesson(args) -> int:
+    from . import data
+    from .lesson import summary
+
+    scan = data.scan_folder(_data_arg(args.data))
+    result = summary(scan, data.assign_splits(scan.manifest), _store(args), prevalence=args.prevalence)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import build_report
 
@@ -423,6 +434,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="score this labelled folder first (as evaluate --data) and report on it")
     p.add_argument("--runs")
     p.add_argument("--json", action="store_true")
+
+    p = add("lesson", cmd_lesson, "the Lesson page's numbers for a data set and its runs, as JSON")
+    p.add_argument("--data")
+    p.add_argument("--prevalence", type=float, default=0.05, help="for PPV and NPV (default 0.05)")
+    p.add_argument("--runs")
 
     p = add("report", cmd_report, "one self-contained HTML report on runs (opens offline)")
     p.add_argument("runs_to_report", nargs="+", metavar="RUN")

@@ -224,3 +224,42 @@ def sanity_maps(model, random_model, pixels: np.ndarray, label: str) -> dict:
     trained = explain.gradcam(model, pixels, class_index=CLASSES.index(label))
     randomized = explain.gradcam(random_model, pixels, class_index=CLASSES.index(label))
     return {"trained": trained, "randomized": randomized, "similarity": explain.map_similarity(trained, randomized)}
+
+
+def summary(scan, split: pd.DataFrame, store, *, prevalence: float = 0.05) -> dict:
+    """Every step's numbers that need no TensorFlow, keyed by step: what `python -m cxr_core lesson` prints.
+
+    Step 8 (heat maps) is `predict RUN FILE --heatmap OUT.png [--randomized]`.
+    """
+    from . import calibration, data
+    from .config import UserError
+    from .explore import class_balance, naive_split_leakage
+
+    runs = study_runs(store, scan.root)
+    records = lambda frame: frame.to_dict(orient="records")  # noqa: E731
+    steps = {
+        "1_census": records(class_balance(split)),
+        "2_validation_and_patients": {
+            "official_val_images": int((scan.manifest["source_split"] == "val").sum()),
+            "naive_split_children_on_both_sides": naive_split_leakage(scan.manifest),
+            "leakage_check": data.leakage_report(split),
+            "measured": {k: v for k, v in leakage_experiment(scan.manifest).items() if k != "runs"}},
+        "3_baseline_vs_regularized": {m: (runs[m].evaluation("test") or {}).get("confusion_matrix")
+                                      for m in SCRATCH if m in runs},
+    }
+    for model, run in runs.items():
+        evaluation = run.evaluation("test") or {}
+        entry = {"run": run.run_id, "synthetic": bool(run.status.get("synthetic")),
+                 "threshold": evaluation.get("threshold"), "shift": records(shift_rows(run)),
+                 "occlusion": records(occlusion_rows(run)[0])}
+        if evaluation.get("sensitivity") is not None and evaluation.get("specificity") is not None:
+            entry["at_prevalence"] = calibration.predictive_values(evaluation["sensitivity"],
+                                                                   evaluation["specificity"], prevalence)
+        try:
+            entry["calibration"] = {k: v for k, v in calibration.for_run(run.run_id, store).items()
+                                    if k in ("ece", "brier", "temperature", "ece_scaled", "brier_scaled")}
+        except UserError as error:
+            entry["calibration"] = {"error": str(error)}
+        steps.setdefault("4_to_7_per_run", {})[model] = entry
+    steps["9_transfer_vs_scratch"] = records(transfer_rows(store, scan.root))
+    return {"data": str(scan.root), "synthetic": bool(scan.synthetic), "steps": steps}

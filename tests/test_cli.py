@@ -393,3 +393,16 @@ def test_runs_and_compare_label_synthetic_runs(trained):
     assert json.loads(cli("runs", "--runs", store.root, "--json").stdout)[0]["synthetic"] is True
     done = cli("compare", run_id, "--runs", store.root)
     assert done.returncode == 0 and "SYNTHETIC" in done.stdout
+
+
+def test_lesson_prints_every_step_it_can_without_tensorflow(trained, demo_dir):
+    store, run_id, _ = trained
+    done = cli("lesson", "--data", demo_dir, "--runs", store.root, "--prevalence", 0.1)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    steps = result["steps"]
+    assert result["synthetic"] is True and steps["1_census"][-1]["split"] == "all"
+    assert "1-nearest-neighbour" in steps["2_validation_and_patients"]["measured"]["method"]
+    entry = steps["4_to_7_per_run"]["baseline_cnn"]
+    assert entry["run"] == run_id and entry["at_prevalence"]["prevalence"] == 0.1
+    assert entry["shift"][0]["scored on"] == "own test split" and "ece" in entry["calibration"]
