@@ -44,10 +44,12 @@ if scan.synthetic:
     st.warning(f"**{dashboard.DEMO_LABEL}.** {dashboard.SYNTHETIC_NOTE} The steps work the same on the real "
                "data set; the numbers below are about drawn shapes.", icon=":material/science:")
 navigation(step, "top")
-jump = st.selectbox("Go to step", range(1, len(STEPS) + 1), index=step - 1,
-                    format_func=lambda n: f"{n}. {STEPS[n - 1].title}")
-if jump != step:
-    go_to(jump)
+# The chooser follows the URL (a button or a link may have moved the step since the last run);
+# a choice moves the URL before the page runs again.
+st.session_state["lesson_jump"] = step
+st.selectbox("Go to step", range(1, len(STEPS) + 1), key="lesson_jump",
+             format_func=lambda n: f"{n}. {STEPS[n - 1].title}",
+             on_change=lambda: st.query_params.update(step=str(st.session_state["lesson_jump"])))
 
 info = STEPS[step - 1]
 st.header(f"{step}. {info.title}")
