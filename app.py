@@ -60,6 +60,7 @@ def home() -> None:
         st.info("A model is training now; watch it on the Train page.")
 
     st.subheader("Where to start")
+    st.page_link(lesson_page, label="Lesson: the study step by step, for a class (the step is in the URL)")
     st.page_link(dataset_page, label="Dataset: counts, imbalance, patients, sample images")
     st.page_link(train_page, label="Train: pick a model, launch it, watch it learn")
     st.page_link(compare_page, label="Compare: confusion matrices, ROC, thresholds, McNemar")
@@ -73,14 +74,16 @@ dataset_page = st.Page("pages/1_dataset.py", title="Dataset", icon=":material/ph
 train_page = st.Page("pages/2_train.py", title="Train", icon=":material/model_training:", url_path="train")
 compare_page = st.Page("pages/3_compare.py", title="Compare", icon=":material/compare:", url_path="compare")
 predict_page = st.Page("pages/4_predict.py", title="Predict", icon=":material/radiology:", url_path="predict")
+lesson_page = st.Page("pages/5_lesson.py", title="Lesson", icon=":material/school:", url_path="lesson")
 page = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
-                      dataset_page, train_page, compare_page, predict_page])
+                      lesson_page, dataset_page, train_page, compare_page, predict_page])
 
 dashboard.data_chooser()
 st.sidebar.caption("Not for clinical use. Teaching and research only.")
 st.session_state[dashboard.ENTRY_FLAG] = True
-asked_for = st.session_state.pop(dashboard.DEEP_LINK, None)
-by_file = {"1_dataset.py": dataset_page, "2_train.py": train_page, "3_compare.py": compare_page, "4_predict.py": predict_page}
+asked_for, query = st.session_state.pop(dashboard.DEEP_LINK, (None, None))
+by_file = {"1_dataset.py": dataset_page, "2_train.py": train_page, "3_compare.py": compare_page,
+           "4_predict.py": predict_page, "5_lesson.py": lesson_page}
 if asked_for in by_file:
-    st.switch_page(by_file[asked_for])
+    st.switch_page(by_file[asked_for], query_params=query or None)
 page.run()

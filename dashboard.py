@@ -1,8 +1,9 @@
 """What the dashboard's pages share: the active data set, the run store, cached loaders, charts.
 
 Pages import it as `import dashboard` (Streamlit puts the app's folder on
-sys.path). Numbers come from `cxr_core`; this module only caches them and
-turns them into plotly figures, so that each page stays a short layout.
+sys.path). Numbers and figures come from `cxr_core` (charts from
+`cxr_core.figures`, re-exported here); this module only caches them, so that
+each page stays a short layout.
 """
 
 from __future__ import annotations
@@ -14,17 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
-from cxr_core import config, data, demo, explore, images, inference, jobs, reference
+from cxr_core import config, data, demo, explore, images, inference, jobs
+from cxr_core.figures import (CLASS_COLORS, confusion_figure, counts_figure, curves_figure,  # noqa: F401
+                              history_figure, run_colors)  # the pages' charts, drawn in cxr_core
 from cxr_core.config import CLASSES, UserError
 from cxr_core.store import OWN, RunStore, evaluation_files
 
 DEMO_LABEL = "Demo data set (SYNTHETIC)"
-CLASS_COLORS = {"NORMAL": "#2b6cb0", "PNEUMONIA": "#c53030"}
 NOT_CLINICAL = ("**Not for clinical use.** This is a teaching and research tool; its predictions must never "
                 "inform the care of a patient.")
 SYNTHETIC_NOTE = ("The demo images are SYNTHETIC: drawn shapes that resemble chest X-rays in outline, "
@@ -71,7 +70,8 @@ def entry_guard(page_file: str) -> None:
     the page that was asked for (DEEP_LINK), now with navigation and sidebar.
     """
     if not st.session_state.get(ENTRY_FLAG):
-        st.session_state[DEEP_LINK] = Path(page_file).name
+        # The query string too: switching pages clears it, and the Lesson's ?step=4 must survive.
+        st.session_state[DEEP_LINK] = (Path(page_file).name, st.query_params.to_dict())
         st.switch_page("app.py")
 
 
@@ -267,90 +267,6 @@ def _scoring_progress(run_ids: tuple, root: str) -> None:
 
 def page_link_to_train() -> None:
     st.page_link("pages/2_train.py", label="Go to Train to start a run", icon=":material/model_training:")
-
-
-# ---------------------------------------------------------------- charts
-
-
-def counts_figure(summary: pd.DataFrame) -> go.Figure:
-    fig = px.bar(summary, x="split", y="images", color="class_name", barmode="group", text="images",
-                 category_orders={"class_name": list(CLASSES)},
-                 color_discrete_map=CLASS_COLORS, hover_data=["patients"], labels={"class_name": "class"})
-    return fig.update_layout(height=320, margin=dict(t=30, b=10))
-
-
-def confusion_figure(cm, title: str, normalized: bool = False) -> go.Figure:
-    """2x2 heat map labelled NORMAL/PNEUMONIA with TN/FP/FN/TP; rows are the truth."""
-    counts = np.asarray(cm, dtype=float)
-    rows = counts.sum(axis=1, keepdims=True)
-    shares = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-    names = [["TN", "FP"], ["FN", "TP"]]
-    text = [[f"<b>{names[i][j]}</b><br>{counts[i, j]:.0f}" + (f" ({shares[i, j]:.0%})" if normalized else "")
-             for j in range(2)] for i in range(2)]
-    fig = go.Figure(go.Heatmap(z=shares if normalized else counts, x=list(CLASSES), y=list(CLASSES), text=text,
-                               texttemplate="%{text}", colorscale="Blues", showscale=False,
-                               hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
-    fig.update_layout(title=title, height=300, margin=dict(t=40, b=10, l=10, r=10),
-                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed")
-    return fig
-
-
-def run_colors(labels) -> dict[str, str]:
-    """One colour per run, the same in every chart of a page."""
-    palette = px.colors.qualitative.Plotly
-    return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
-
-
-def _short(name: str) -> str:
-    """ "Seed study: regularized CNN" -> "seed regularized CNN"; "Kermany et al. 2018: ..." -> "Kermany et al. 2018"."""
-    head, _, tail = name.partition(":")
-    return f"seed {tail.strip()}" if head.startswith("Seed study") else head
-
-
-def curves_figure(evaluations: dict, points: dict, colors: dict | None = None) -> go.Figure:
-    """ROC and precision-recall curves of {label: evaluation}, each run's operating point from `points`,
-    and published results on the official test split as grey crosses."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("ROC: sensitivity vs false-alarm rate",
-                                                        "Precision vs recall (sensitivity)"))
-    colors = colors or run_colors(evaluations)
-    for label, evaluation in evaluations.items():
-        color = colors[label]
-        if evaluation.get("roc"):
-            roc, pr = evaluation["roc"], evaluation["pr"]
-            fig.add_scatter(x=roc["fpr"], y=roc["tpr"], name=label, line_color=color, legendgroup=label, row=1, col=1)
-            fig.add_scatter(x=pr["recall"], y=pr["precision"], name=label, line_color=color, legendgroup=label,
-                            showlegend=False, row=1, col=2)
-        at = points.get(label) or {}
-        if at.get("sensitivity") is not None and at.get("specificity") is not None:
-            marker = dict(color=color, size=12, symbol="circle-open", line_width=3)
-            hover = f"{label} at threshold {at['threshold']:.2f}"
-            fig.add_scatter(x=[1 - at["specificity"]], y=[at["sensitivity"]], mode="markers", marker=marker,
-                            name=hover, legendgroup=label, showlegend=False, row=1, col=1)
-            if at.get("precision") is not None:
-                fig.add_scatter(x=[at["sensitivity"]], y=[at["precision"]], mode="markers", marker=marker,
-                                name=hover, legendgroup=label, showlegend=False, row=1, col=2)
-    published = [r for r in reference.PUBLISHED if r["sensitivity"] is not None and r["specificity"] is not None]
-    fig.add_scatter(x=[1 - r["specificity"] for r in published], y=[r["sensitivity"] for r in published],
-                    mode="markers+text", text=[_short(r["name"]) for r in published], textposition="bottom right",
-                    marker=dict(symbol="x", size=9, color="grey"), name="published (official test split)", row=1, col=1)
-    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="lightgrey"), name="chance",
-                    row=1, col=1)
-    fig.update_xaxes(title_text="1 - specificity", range=[-0.02, 1.02], row=1, col=1)
-    fig.update_yaxes(title_text="sensitivity", range=[-0.02, 1.02], row=1, col=1)
-    fig.update_xaxes(title_text="recall", range=[-0.02, 1.02], row=1, col=2)
-    fig.update_yaxes(title_text="precision", range=[-0.02, 1.02], row=1, col=2)
-    return fig.update_layout(height=420, margin=dict(t=40, b=10), legend=dict(orientation="h", y=-0.2))
-
-
-def history_figure(history: pd.DataFrame, metrics=("loss", "accuracy"), colors: dict | None = None) -> go.Figure:
-    """Training (solid) and validation (dashed) curves per run, one panel per metric."""
-    part = history[history["metric"].isin(metrics)]
-    fig = px.line(part, x="epoch", y="value", color="run", line_dash="phase", facet_col="metric", markers=True,
-                  color_discrete_map=colors or run_colors(history["run"].unique()),
-                  category_orders={"metric": list(metrics), "phase": ["training", "validation"]})
-    fig.update_yaxes(matches=None, showticklabels=True, title_text="")
-    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-    return fig.update_layout(height=340, margin=dict(t=30, b=10))
 
 
 def fmt_duration(seconds: float) -> str:

@@ -4,8 +4,14 @@
     python -m cxr_core train     --data DIR --model NAME [--epochs N] [--image-size PX]
                                  [--weights imagenet|none|PATH] [--seed S] [--runs DIR]
                                  [--threshold-rule sensitivity|youden]
-    python -m cxr_core evaluate  RUN --split test [--data DIR] [--runs DIR] [--json]
+    python -m cxr_core evaluate  RUN --split test [--data DIR] [--occlude lungs|outside] [--runs DIR] [--json]
     python -m cxr_core predict   RUN FILE... [--runs DIR] [--json]
+                                 [--heatmap OUT.png [--randomized] [--heatmap-size PX]]   (one FILE)
+    python -m cxr_core calibration RUN [--split test] [--data DIR] [--json]
+                                 (ECE, Brier, reliability bins, temperature fitted on validation)
+    python -m cxr_core report    RUN RUN... [--split test] [--on SOURCE] --out report.html
+                                 (one self-contained HTML file: settings, data, intervals, figures)
+    python -m cxr_core lesson    [--data DIR] [--prevalence P] [--runs DIR]   (the Lesson page's numbers, JSON)
     python -m cxr_core runs      [--runs DIR] [--json]
     python -m cxr_core demo-data [--out DIR]
     python -m cxr_core download  [--source kaggle|URL|ZIP] [--out DIR] [--sha256 HEX]
@@ -125,7 +131,8 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .inference import evaluate_run
 
-    result = evaluate_run(args.run, args.split, _store(args), args.data, recompute=args.recompute)
+    result = evaluate_run(args.run, args.split, _store(args), args.data, recompute=args.recompute,
+                          occlusion=args.occlude)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -139,19 +146,45 @@ def cmd_evaluate(args) -> int:
         text = "n/a" if value is None else f"{value:.3f}"
         return text + (f" [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high and None not in low_high else "")
 
-    where = "its own split" if result.get("source", "own") == "own" else f"folder {result['source']}"
-    print(f"run {result['run']} on {result['split']} of {where} ({result['n']} images), threshold {result['threshold']:.3f}")
+    from .explore import evaluation_label
+
+    where = evaluation_label((result["split"], result.get("source", OWN)))
+    print(f"run {result['run']} on the {where} ({result['n']} images), threshold {result['threshold']:.3f}"
+          + _synthetic_note(_store(args), result["run"]))
     for key in ("accuracy", "sensitivity", "specificity", "macro_f1", "auc"):
         print(f"  {key:<12} {show(key)}")
     print(f"  confusion    TN {tn}  FP {fp}  FN {fn}  TP {tp}")
     return 0
 
 
+def _synthetic_note(store, run_id: str) -> str:
+    """A label for output about a run trained on the synthetic demo set; empty otherwise."""
+    try:
+        synthetic = store.get(run_id).status.get("synthetic")
+    except UserError:
+        return ""
+    return "  [trained on SYNTHETIC demo data: says nothing about real X-rays]" if synthetic else ""
+
+
 def cmd_predict(args) -> int:
     from .inference import load_run, predict_files
 
-    loaded = load_run(args.run, _store(args))
+    if args.heatmap and len(args.files) != 1:
+        raise UserError(f"--heatmap writes one image: pass one FILE, not {len(args.files)}")
+    if (args.randomized or args.heatmap_size) and not args.heatmap:
+        raise UserError("--randomized and --heatmap-size go with --heatmap OUT.png")
+    if args.heatmap_size is not None and not 16 <= args.heatmap_size <= 4096:
+        raise UserError(f"--heatmap-size {args.heatmap_size}: give a side from 16 to 4096 pixels")
+    store = _store(args)
+    loaded = load_run(args.run, store)
     results = predict_files(loaded, args.files)
+    if store.get(args.run).status.get("synthetic") and not args.json:
+        print(_synthetic_note(store, args.run).strip(), file=sys.stderr)
+    if args.heatmap and "error" not in results[0]:
+        from .explain import write_heatmap
+
+        write_heatmap(loaded, args.files[0], args.heatmap, label=results[0]["label"], randomized=args.randomized,
+                      size=args.heatmap_size)
     for result in results:
         if args.json:
             keys = ("file", "label", "probability", "in_distribution", "warning", "error")
@@ -174,7 +207,7 @@ def cmd_runs(args) -> int:
             "run": run.run_id, "model": run.model, "state": run.state,
             "epoch": run.status.get("epoch"), "epochs": run.settings.get("epochs"),
             "auc": evaluation.get("auc"), "accuracy": evaluation.get("accuracy"), "error": run.error,
-            "evaluated_on": run.evaluation_sources("test"),
+            "evaluated_on": run.evaluation_sources("test"), "synthetic": bool(run.status.get("synthetic")),
         })
     if args.json:
         print(json.dumps(rows))
@@ -183,7 +216,8 @@ def cmd_runs(args) -> int:
         print(f"no runs in {_store(args).root}; start one with `python -m cxr_core train --model regularized_cnn`")
     for row in rows:
         metrics = f"  test AUC {row['auc']:.3f}  accuracy {row['accuracy']:.3f}" if row["auc"] is not None else ""
-        print(f"{row['run']}  {row['model']:<22} {row['state']:<11}{metrics}{'  ' + row['error'] if row['error'] else ''}")
+        print(f"{row['run']}  {row['model']:<22} {row['state']:<11}{metrics}{'  ' + row['error'] if row['error'] else ''}"
+              + ("  (SYNTHETIC demo data)" if row["synthetic"] else ""))
     return 0
 
 
@@ -247,7 +281,8 @@ def cmd_compare(args) -> int:
             raise UserError(f"run {run.run_id} has no {args.split} evaluation on {args.on}; run `python -m cxr_core evaluate {run.run_id} --split {args.split}{how}`")
         evaluations[run.run_id] = evaluation
     table = explore.metrics_table(evaluations)
-    report = {"split": args.split, "on": args.on, "metrics": table.to_dict(orient="records")}
+    synthetic = [run.run_id for run in runs if run.status.get("synthetic")]
+    report = {"split": args.split, "on": args.on, "metrics": table.to_dict(orient="records"), "synthetic": synthetic}
     tables = [predictions(run.run_id, args.split, store, args.on) for run in runs]
     if len(runs) == 2 and all(t is not None for t in tables):
         both = explore.align_predictions(tables[0], tables[1])
@@ -267,6 +302,62 @@ def cmd_compare(args) -> int:
         print("\nMcNemar: " + report["mcnemar"]["reading"])
     if "warning" in report:
         print("\nwarning: " + report["warning"])
+    if synthetic:
+        print(f"\nSYNTHETIC demo data: {', '.join(synthetic)} trained on the synthetic demo set; "
+              "these numbers say nothing about real X-rays.")
+    return 0
+
+
+def cmd_calibration(args) -> int:
+    from . import calibration
+
+    store = _store(args)
+    source = OWN
+    if args.data:
+        from .inference import evaluate_run
+        from .quiet import import_tensorflow
+
+        if not args.verbose:
+            import_tensorflow()  # scoring a folder runs the model; stored predictions do not
+        source = evaluate_run(args.run, args.split, store, args.data)["source"]
+    report = calibration.for_run(args.run, store, args.split, source)
+    report["synthetic"] = bool(store.get(args.run).status.get("synthetic"))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    from .explore import evaluation_label
+
+    print(f"run {args.run} on the {evaluation_label((args.split, source))} ({report['n']} images)"
+          + _synthetic_note(store, args.run))
+    print(f"  ECE   {report['ece']:.3f}  (after temperature scaling {report['ece_scaled']:.3f})")
+    print(f"  Brier {report['brier']:.3f}  (after temperature scaling {report['brier_scaled']:.3f})")
+    print(f"  temperature {report['temperature']:.3f}, fitted on the run's validation predictions")
+    print("  bin          images  predicted  observed")
+    bins = report["bins"]
+    for low, high, count, predicted, observed in zip(bins["lower"], bins["upper"], bins["count"],
+                                                     bins["mean_predicted"], bins["observed"]):
+        print(f"  {low:.1f}-{high:.1f}    {count:>6}  {predicted:9.3f}  {observed:8.3f}")
+    return 0
+
+
+def cmd_lesson(args) -> int:
+    from . import data
+    from .lesson import summary
+
+    scan = data.scan_folder(_data_arg(args.data))
+    result = summary(scan, data.assign_splits(scan.manifest), _store(args), prevalence=args.prevalence)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    html = build_report(args.runs_to_report, _store(args), split=args.split, source=args.on)
+    from pathlib import Path
+
+    Path(args.out).expanduser().write_text(html, encoding="utf-8")
+    print(args.out)
     return 0
 
 
@@ -329,14 +420,40 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="evaluate on another labelled folder (ROOT/test/{NORMAL,PNEUMONIA} or "
                    "ROOT/{NORMAL,PNEUMONIA}); stored beside the run's own evaluation")
     p.add_argument("--recompute", action="store_true")
+    p.add_argument("--occlude", choices=("lungs", "outside"),
+                   help="shortcut test: black out the lung fields (a fixed central box), or all but them; "
+                        "stored apart from the plain evaluation")
     p.add_argument("--runs")
     p.add_argument("--json", action="store_true")
 
     p = add("predict", cmd_predict, "predict image files (JPEG, PNG, DICOM, ...)")
     p.add_argument("run")
     p.add_argument("files", nargs="+")
+    p.add_argument("--heatmap", metavar="OUT.png", help="write the Grad-CAM overlay of the one FILE to this PNG")
+    p.add_argument("--randomized", action="store_true",
+                   help="the heat map of a copy of the model with random weights (Adebayo et al.'s sanity check)")
+    p.add_argument("--heatmap-size", type=int, metavar="PX", help="side of the PNG (default: the model's input size)")
     p.add_argument("--runs")
     p.add_argument("--json", action="store_true")
+
+    p = add("calibration", cmd_calibration, "ECE, Brier, reliability bins and a temperature fitted on validation")
+    p.add_argument("run")
+    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--data", help="score this labelled folder first (as evaluate --data) and report on it")
+    p.add_argument("--runs")
+    p.add_argument("--json", action="store_true")
+
+    p = add("lesson", cmd_lesson, "the Lesson page's numbers for a data set and its runs, as JSON")
+    p.add_argument("--data")
+    p.add_argument("--prevalence", type=float, default=0.05, help="for PPV and NPV (default 0.05)")
+    p.add_argument("--runs")
+
+    p = add("report", cmd_report, "one self-contained HTML report on runs (opens offline)")
+    p.add_argument("runs_to_report", nargs="+", metavar="RUN")
+    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--on", default=OWN, metavar="SOURCE", help="which evaluation: own or a folder key from `runs --json`")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--runs")
 
     p = add("runs", cmd_runs, "list runs")
     p.add_argument("--runs")
@@ -373,8 +490,9 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-# Commands that load TensorFlow; the others stay light and never import it.
-# (The worker imports it itself, quietly, only once there is work: an idle one stays light.)
+# Commands that load TensorFlow (evaluate --occlude and predict --heatmap among them); the others stay
+# light and never import it. calibration loads it only to score a folder (--data), and does so itself;
+# the worker imports it quietly only once there is work, so an idle one stays light.
 _TENSORFLOW_COMMANDS = {"train", "evaluate", "predict"}
 
 

@@ -180,3 +180,59 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
     colour = _colormap(colorscale)[levels]
     rgb = (1.0 - alpha) * np.clip(base, 0, 255)[..., None] + alpha * colour
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def randomized_copy(model, seed: int = 0):
+    """The same architecture with every weight freshly initialised: Adebayo et al.'s (2018) model
+    randomisation test. A saliency method whose map barely changes on this copy shows the image's
+    edges, not what the trained model learnt.
+
+    The global seed is set so the same model always gets the same random copy.
+    """
+    keras.utils.set_random_seed(seed)
+    clone = keras.models.clone_model(model)  # new layers from the config: new initial weights
+    clone.build(model.inputs[0].shape)
+    return clone
+
+
+def heatmap_image(gray: np.ndarray, heatmap: np.ndarray | None, alpha: float = 0.4, size: int = 512) -> np.ndarray:
+    """What the Predict page and `predict --heatmap` show: the image as the model sees it (padded
+    square) at `size` pixels, with the Grad-CAM map blended in; RGB uint8 (size, size, 3)."""
+    from .images import preprocess
+
+    base = preprocess(np.asarray(gray, dtype=np.uint8), size)
+    if heatmap is None:
+        return np.repeat(base[..., None], 3, axis=-1)
+    return overlay(base, heatmap, alpha)
+
+
+def map_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two heat maps, the similarity Adebayo et al. report; NaN if one is flat."""
+    from scipy.stats import spearmanr
+
+    x, y = np.ravel(a), np.ravel(b)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def write_heatmap(loaded, source, out, *, label: str, randomized: bool = False, size: int | None = None,
+                  alpha: float = 0.4) -> np.ndarray:
+    """`predict --heatmap`: the Grad-CAM overlay of one file (evidence for `label`, the call the trained
+    model made) written as a PNG of `size` pixels a side (default: the model's input size).
+
+    With `randomized` the map comes from randomized_copy(model): the same picture for a trained and a
+    random model would mean the map shows the image, not the model. Returns the RGB array written.
+    """
+    from PIL import Image
+
+    from .config import CLASSES
+    from .images import preprocess, read_image_file
+
+    gray = read_image_file(source, target_size=loaded.image_size)
+    model = randomized_copy(loaded.model) if randomized else loaded.model
+    pixels = preprocess(gray, loaded.image_size)[..., None]
+    heat = gradcam(model, pixels, class_index=CLASSES.index(label))
+    rgb = heatmap_image(gray, heat, alpha, size or loaded.image_size)
+    Image.fromarray(rgb).save(out, format="PNG")
+    return rgb

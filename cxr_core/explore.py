@@ -34,7 +34,7 @@ from . import images
 from .config import CLASSES
 from .data import SPLITS
 from .reference import PUBLISHED
-from .store import OWN
+from .store import OWN, split_source
 
 METRICS = ("accuracy", "sensitivity", "specificity", "macro_f1", "auc")
 # Confusion-matrix cells: (true label, predicted label) and what each means at the bedside.
@@ -266,11 +266,14 @@ def evaluation_choices(runs) -> list[tuple[str, str]]:
     return [("test", OWN), ("val", OWN)] + [("test", folder) for folder in folders]
 
 
+OCCLUSION_LABELS = {"lungs": "lung fields blacked out", "outside": "only the lung fields kept"}
+
+
 def evaluation_label(choice: tuple[str, str]) -> str:
     split, source = choice
-    if source == OWN:
-        return "own test split" if split == "test" else "own validation split"
-    return f"folder {source}"
+    base, occlusion = split_source(source)
+    label = ("own test split" if split == "test" else "own validation split") if base == OWN else f"folder {base}"
+    return f"{label}, {OCCLUSION_LABELS.get(occlusion, occlusion)}" if occlusion else label
 
 
 def metrics_table(evaluations: dict) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import pandas as pd
 from . import data as data_mod
 from . import images, ood, pipeline
 from .config import CLASSES, TrainSettings, UserError
-from .store import OWN, RunStore, evaluation_files, folder_key
+from .store import OWN, RunStore, evaluation_files, folder_key, occluded_source
 
 
 @dataclass
@@ -106,25 +106,31 @@ def predict_files(loaded: LoadedRun, files: list[str]) -> list[dict]:
     return results
 
 
-def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *, recompute: bool = False) -> dict:
+def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *, recompute: bool = False,
+                 occlusion: str | None = None) -> dict:
     """Evaluate a run on one split of its own data, or on another labelled folder.
 
     Without `data_dir` (or with the run's own data folder) the run's own split is
     scored and stored as its evaluation; the stored result is returned unless
     `recompute`. With another folder (ROOT/test/{NORMAL,PNEUMONIA}, or bare
     NORMAL/ and PNEUMONIA/ folders) every image of that split is scored, and the
-    result is stored beside the run's own, under the folder's key.
+    result is stored beside the run's own, under the folder's key. With
+    `occlusion` ("lungs" or "outside", images.OCCLUSIONS) the images are scored
+    with the lung box blacked out, or all but it, and stored apart under
+    "<source>+occlude-<occlusion>": the shortcut test never replaces a plain evaluation.
     """
     from .train import predict_rows, write_evaluation
 
     run = store.get(run_id)
     if split_name not in data_mod.SPLITS:
         raise UserError(f"unknown split {split_name!r}; use one of {', '.join(data_mod.SPLITS)}")
+    if occlusion not in (None, *images.OCCLUSIONS):
+        raise UserError(f"unknown occlusion {occlusion!r}; use one of {', '.join(images.OCCLUSIONS)}")
     root = data_mod.resolve_root(data_dir, require_train=False) if data_dir is not None else None
     if root is not None and _is_own_data(run, root):
         root = None  # the run's own folder: its split (a Kaggle download's test/ is the official one)
     if root is None:
-        stored = run.evaluation(split_name)
+        stored = run.evaluation(split_name, occluded_source(OWN, occlusion))
         if stored is not None and not recompute:
             return stored
         root = data_mod.resolve_root(run.settings.get("data_dir", ""))
@@ -136,13 +142,14 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
         manifest = data_mod.scan_folder(root, require_train=False).manifest
         part = manifest[manifest.source_split == split_name].assign(split=split_name)
         source = folder_key(run.path, split_name, root)
+    source = occluded_source(source, occlusion)
     if part.empty:
         raise UserError(f"no {split_name!r} images for run {run_id} in {root}; pass --split with a split that folder holds")
     missing = [p for p in part["path"] if not os.path.exists(p)]
     if missing:
         raise UserError(f"{len(missing)} images of the {split_name} split are missing under {root}, e.g. {missing[0]}; pass --data with the folder the run was trained on")
     loaded = load_run(run_id, store)
-    cache = pipeline.build_cache(part["path"].tolist(), loaded.image_size)
+    cache = pipeline.build_cache(part["path"].tolist(), loaded.image_size, occlusion=occlusion)
     part = pipeline.readable(part, cache)
     prob = predict_rows(loaded.model, cache, part["row"])
     return write_evaluation(run.path, split_name, part, prob, loaded.threshold, root, source)

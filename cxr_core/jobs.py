@@ -122,8 +122,9 @@ def run_one(run_id: str, store: RunStore, echo=print) -> str:
 
 
 def submit_evaluation(run_id: str, data_dir, store: RunStore | None = None, *, split: str = "test",
-                      start: bool = True) -> str:
-    """Queue scoring run `run_id` on the labelled folder `data_dir`; returns the request id.
+                      start: bool = True, occlusion: str | None = None) -> str:
+    """Queue scoring run `run_id` on the labelled folder `data_dir` (the run's own folder: its own
+    split), with the lung box occluded or kept alone when `occlusion` is given; returns the request id.
 
     An identical request still waiting or running is not queued twice.
     """
@@ -135,14 +136,15 @@ def submit_evaluation(run_id: str, data_dir, store: RunStore | None = None, *, s
         raise UserError(f"run {run_id} is {run.state}; only finished runs can be evaluated")
     root = str(data_mod.resolve_root(data_dir, require_train=False))
     for request in evaluation_requests(store):
-        if (request["run"], request["data_dir"], request["split"]) == (run_id, root, split) and \
-                request["state"] in ("queued", "running"):
+        if (request["run"], request["data_dir"], request["split"], request.get("occlusion")) == \
+                (run_id, root, split, occlusion) and request["state"] in ("queued", "running"):
             return request["id"]
     folder = store.root / EVALUATIONS
     folder.mkdir(parents=True, exist_ok=True)
     request_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
     atomic_write_json(folder / f"{request_id}.json", {"id": request_id, "run": run_id, "data_dir": root,
-                                                      "split": split, "state": "queued", "created": time.time()})
+                                                      "split": split, "occlusion": occlusion, "state": "queued",
+                                                      "created": time.time()})
     if start:
         spawn_worker(store)
     return request_id
@@ -183,7 +185,8 @@ def run_evaluation(request: dict, store: RunStore, echo=print) -> str:
     _update_request(store, request, state="running", pid=os.getpid())
     echo(f"evaluating {request['run']} on {request['data_dir']}")
     try:
-        result = evaluate_run(request["run"], request["split"], store, request["data_dir"])
+        result = evaluate_run(request["run"], request["split"], store, request["data_dir"],
+                              occlusion=request.get("occlusion"))
     except Exception as error:  # a bad folder or model must not stop the worker's queue
         message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
         _update_request(store, request, state="failed", error=message[:2000])

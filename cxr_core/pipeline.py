@@ -54,13 +54,16 @@ class ImageCache:
         return out
 
 
-def build_cache(paths: list[str], image_size: int, *, workers: int | None = None, progress=None) -> ImageCache:
+def build_cache(paths: list[str], image_size: int, *, workers: int | None = None, progress=None,
+                occlusion: str | None = None) -> ImageCache:
     """Decode and preprocess `paths` into a cache file (reused when files are unchanged).
 
     Unreadable images become black rows and are listed in `failed`; callers
-    drop them, so one corrupt file does not stop a training run.
+    drop them, so one corrupt file does not stop a training run. `occlusion`
+    (images.OCCLUSIONS) is part of the key: occluded pixels never pass for plain ones.
     """
-    key = fingerprint(paths, image_size, images.PREPROCESS_VERSION)
+    occlusion_key = f"|occlude-{occlusion}" if occlusion else ""  # plain caches keep their old keys
+    key = fingerprint(paths, image_size, images.PREPROCESS_VERSION + occlusion_key)
     folder = cache_dir() / "images"
     folder.mkdir(parents=True, exist_ok=True)
     data_path = folder / f"{key}-{image_size}.u8"
@@ -83,7 +86,7 @@ def build_cache(paths: list[str], image_size: int, *, workers: int | None = None
         nonlocal done
         index, path = index_path
         try:
-            pixels = images.load_for_model(path, image_size)
+            pixels = images.load_for_model(path, image_size, occlusion=occlusion)
             data = pixels.tobytes()
         except images.ImageDecodeError as error:
             failed[path] = str(error)

@@ -13,6 +13,8 @@
         evaluation_<split>@<folder>.json, predictions_<split>@<folder>.csv
                             scored on another labelled folder (`evaluate --data DIR`), one
                             pair per folder, beside the run's own evaluation
+        evaluation_<split>@<own or folder>+occlude-<lungs|outside>.json, predictions_...
+                            scored with the lung box blacked out, or all but it (`evaluate --occlude`)
         tensorboard/        TensorBoard event files (train/, validation/) from keras.callbacks.TensorBoard:
                             `tensorboard --logdir RUNS`; absent when the tensorboard package is not installed
 
@@ -40,7 +42,10 @@ from .config import UserError, runs_dir
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # The run's own split; any other source is a folder key (see folder_key).
 OWN = "own"
-_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+# A source scored with occluded images: "<own or folder key>+occlude-<lungs|outside>".
+OCCLUDED = "+occlude-"
+_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")  # folder keys never hold "+", so OCCLUDED cannot be faked
+_SOURCE_CHARS = re.compile(r"[^A-Za-z0-9_.+-]+")
 FINISHED = "done"
 ACTIVE_STATES = ("queued", "running")
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -149,10 +154,21 @@ class Run:
         return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
 
 
+def occluded_source(source: str, occlusion: str | None) -> str:
+    """The source key of `source` scored with `occlusion` (images.OCCLUSIONS); `source` when None."""
+    return f"{source or OWN}{OCCLUDED}{occlusion}" if occlusion else (source or OWN)
+
+
+def split_source(source: str) -> tuple[str, str | None]:
+    """(own or folder key, occlusion or None) of a source key."""
+    base, _, occlusion = (source or OWN).partition(OCCLUDED)
+    return base, occlusion or None
+
+
 def _suffix(source: str) -> str:
     if source in (None, "", OWN):
         return ""
-    if _KEY_CHARS.search(source) or source.startswith("."):
+    if _SOURCE_CHARS.search(source) or source.startswith("."):
         raise UserError(f"invalid evaluation source {source!r}: use a folder key shown by `python -m cxr_core runs`")
     return f"@{source}"
 

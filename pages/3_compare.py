@@ -5,7 +5,7 @@ import os
 import streamlit as st
 
 import dashboard
-from cxr_core import data, evaluate, explore, reference
+from cxr_core import data, evaluate, explore, reference, report
 from cxr_core.config import UserError
 from cxr_core.store import OWN
 
@@ -46,6 +46,11 @@ st.header("Metrics")
 st.dataframe(dashboard.metrics_view(explore.metrics_table(evaluations)), hide_index=True)
 st.caption("At each run's own threshold (chosen on validation for sensitivity of at least 0.95). In brackets: "
            "95% bootstrap intervals. The best value per column is highlighted.")
+st.download_button("Download report", icon=":material/download:", file_name="compare_report.html", mime="text/html",
+                   data=lambda: report.build_report([run.run_id for run in runs.values()], store, split=split,
+                                                    source=source),
+                   help="One HTML file with these runs, their settings, the data, intervals, figures and the date; "
+                        "it opens without a network.")
 st.subheader("Published results on the official Kaggle test split")
 st.dataframe(explore.published_table(), hide_index=True, placeholder="–",
              column_config={"name": st.column_config.TextColumn(width="large"),

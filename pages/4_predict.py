@@ -28,6 +28,9 @@ cols = st.columns(2)
 choice = cols[0].selectbox("Model", ["all", *finished], key="predict_run",
                            format_func=lambda k: f"All {len(finished)} finished runs" if k == "all" else k)
 runs = finished if choice == "all" else {choice: finished[choice]}
+if any(run.status.get("synthetic") for run in runs.values()):
+    st.warning(f"Trained on the {dashboard.DEMO_LABEL}. {dashboard.SYNTHETIC_NOTE} Its calls on a real X-ray "
+               "mean nothing.", icon=":material/science:")
 source = cols[1].radio("Image", ["upload", "data set"], horizontal=True, key="predict_source",
                        format_func={"upload": "Upload files", "data set": "Pick from the data set"}.get)
 files: list[tuple[str, bytes]] = []
@@ -108,7 +111,7 @@ for i, (label, result) in enumerate(results[shown].items(), start=1):
         if result["heatmap"] is None:
             st.caption(f"No heat map: {result['heatmap_error']}")
         else:
-            st.image(explain.overlay(base, result["heatmap"], alpha), width="stretch",
+            st.image(explain.heatmap_image(gray, result["heatmap"], alpha), width="stretch",
                      caption=f"Grad-CAM: evidence for {result['label']}")
 st.caption("Heat map colours run from blue (little evidence) to red (the strongest evidence). "
            "A heat map on the image's edges, labels or text markers means the model learnt a shortcut rather "

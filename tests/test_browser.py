@@ -152,3 +152,24 @@ def test_every_page_and_a_prediction(server, page, demo_dir):
     assert main.locator("[data-testid='stMetricValue']").first.inner_text() in ("NORMAL", "PNEUMONIA")
     assert "Grad-CAM: evidence for" in main.inner_text()
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_the_lesson_walks_forwards_and_a_step_link_opens_that_step(server, page):
+    text = _visit(page, f"{server}/lesson?step=1", "1. Census: who is in the data set", "lesson_1")
+    assert "Accuracy of always answering PNEUMONIA" in text and "Discuss." in text
+    page.get_by_role("button", name="Next").first.click()
+    page.get_by_role("heading", name="2. The validation trap, and patients").wait_for()
+    # The measurement decodes the demo set first: wait for its result, not only for the heading.
+    page.get_by_text("Patient-level split: accuracy").wait_for()
+    _settle(page)
+    assert "step=2" in page.url
+    # A projector's link: the same step on every laptop that opens it.
+    text = _visit(page, f"{server}/lesson?step=4", "4. Sensitivity against specificity", "lesson_4")
+    # The server shows the default demo set, on which no run was trained: the step offers to train one.
+    assert "How many false alarms would you accept" in text and "step=4" in page.url
+    assert page.get_by_role("button", name="Train the regularized CNN (the study's best recipe)").count() == 1
+    page.get_by_role("button", name="Previous").first.click()
+    page.get_by_role("heading", name="3. Baseline against regularized").wait_for()
+    _settle(page)
+    assert "step=3" in page.url
+    assert page.locator("[data-testid='stException']").count() == 0

@@ -320,3 +320,89 @@ def test_info_on_the_real_data(real_data, capsys):
     assert info["images"] == 5216 and info["classes"] == {"NORMAL": 1341, "PNEUMONIA": 3875}
     assert info["patient_overlap"] == {"train/val": 0, "train/test": 0, "val/test": 0}
     assert sum(row["images"] for row in info["splits"]) == 5216
+
+
+# ---------------------------------------------------------------- the Lesson's commands
+
+
+def test_calibration_json_agrees_with_sklearn(trained):
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss
+
+    store, run_id, _ = trained
+    done = cli("calibration", run_id, "--runs", store.root, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    test = pd.read_csv(store.run_path(run_id) / "predictions_test.csv")
+    prob_true, prob_pred = calibration_curve(test["label"], test["probability"], n_bins=10)
+    np.testing.assert_allclose(result["bins"]["observed"], prob_true)
+    np.testing.assert_allclose(result["bins"]["mean_predicted"], prob_pred)
+    assert result["brier"] == pytest.approx(brier_score_loss(test["label"], test["probability"]))
+    assert 0 <= result["ece"] <= 1 and result["temperature"] > 0 and result["synthetic"] is True
+    assert result["temperature_fitted_on"] == "validation predictions"
+    text = cli("calibration", run_id, "--runs", store.root)
+    assert "ECE" in text.stdout and "SYNTHETIC" in text.stdout
+
+
+def test_evaluate_occluded_is_stored_apart(trained):
+    store, run_id, _ = trained
+    plain = (store.run_path(run_id) / "evaluation_test.json").read_text()
+    done = cli("evaluate", run_id, "--split", "test", "--occlude", "outside", "--runs", store.root, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["source"] == "own+occlude-outside" and EVALUATION_KEYS <= set(result)
+    assert (store.run_path(run_id) / "evaluation_test@own+occlude-outside.json").is_file()
+    assert (store.run_path(run_id) / "evaluation_test.json").read_text() == plain
+    bad = cli("evaluate", run_id, "--occlude", "heart", "--runs", store.root)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_predict_heatmap_png_of_the_trained_and_of_a_randomized_model(trained, demo_dir, tmp_path):
+    store, run_id, _ = trained
+    xray = sorted((demo_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
+    trained_png, random_png, big_png = tmp_path / "cam.png", tmp_path / "random.png", tmp_path / "big.png"
+    for out, extra in ((trained_png, ()), (random_png, ("--randomized",)), (big_png, ("--heatmap-size", 200))):
+        done = cli("predict", run_id, xray, "--runs", store.root, "--heatmap", out, *extra)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "SYNTHETIC" in done.stderr
+    with Image.open(trained_png) as a, Image.open(random_png) as b, Image.open(big_png) as c:
+        assert a.size == b.size == (48, 48) and c.size == (200, 200) and a.mode == "RGB"
+        assert not np.array_equal(np.asarray(a), np.asarray(b))
+    two = cli("predict", run_id, xray, xray, "--runs", store.root, "--heatmap", tmp_path / "x.png")
+    assert two.returncode == 2
+    assert_one_line_error(two.stderr)
+
+
+def test_report_is_a_self_contained_html_file(trained, tmp_path):
+    store, run_id, _ = trained
+    out = tmp_path / "report.html"
+    done = cli("report", run_id, "--runs", store.root, "--out", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    html = out.read_text()
+    assert not re.search(r"<script[^>]*src=[\"']?https?://", html)
+    assert html.count('class="plotly-graph-div"') >= 3 and "Plotly.newPlot" in html
+    assert run_id in html and "SYNTHETIC" in html
+    missing = cli("report", "no-such-run", "--runs", store.root, "--out", out)
+    assert missing.returncode == 2
+    assert_one_line_error(missing.stderr)
+
+
+def test_runs_and_compare_label_synthetic_runs(trained):
+    store, run_id, _ = trained
+    assert "SYNTHETIC" in cli("runs", "--runs", store.root).stdout
+    assert json.loads(cli("runs", "--runs", store.root, "--json").stdout)[0]["synthetic"] is True
+    done = cli("compare", run_id, "--runs", store.root)
+    assert done.returncode == 0 and "SYNTHETIC" in done.stdout
+
+
+def test_lesson_prints_every_step_it_can_without_tensorflow(trained, demo_dir):
+    store, run_id, _ = trained
+    done = cli("lesson", "--data", demo_dir, "--runs", store.root, "--prevalence", 0.1)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    steps = result["steps"]
+    assert result["synthetic"] is True and steps["1_census"][-1]["split"] == "all"
+    assert "1-nearest-neighbour" in steps["2_validation_and_patients"]["measured"]["method"]
+    entry = steps["4_to_7_per_run"]["baseline_cnn"]
+    assert entry["run"] == run_id and entry["at_prevalence"]["prevalence"] == 0.1
+    assert entry["shift"][0]["scored on"] == "own test split" and "ece" in entry["calibration"]

@@ -23,14 +23,14 @@ from PIL import Image
 from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
-from cxr_core import evaluate, explore, inference, jobs
+from cxr_core import calibration, data, evaluate, explore, inference, jobs, lesson
 from cxr_core.config import MODEL_NAMES, default_settings
 from cxr_core.models import DESCRIPTIONS
 from cxr_core.store import RunStore
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
-DATASET, TRAIN, COMPARE, PREDICT = (f"pages/{name}.py"
-                                    for name in ("1_dataset", "2_train", "3_compare", "4_predict"))
+DATASET, TRAIN, COMPARE, PREDICT, LESSON = (f"pages/{name}.py" for name in
+                                            ("1_dataset", "2_train", "3_compare", "4_predict", "5_lesson"))
 TIMEOUT = 90  # the first TensorFlow import and model load are slow on two cores
 
 # .streamlit/config.toml hides error details from users; tests need them to say what broke.
@@ -543,3 +543,138 @@ def test_compare_shows_a_runs_evaluation_on_another_folder_and_queues_one(tiny_r
         time.sleep(1)
     assert jobs.evaluation_requests(store)[0]["state"] == "done", jobs.evaluation_requests(store)
     assert "clinic_c" in store.get(run_id).evaluation_sources("test")
+
+
+# ---------------------------------------------------------------- Lesson
+
+
+def open_lesson(step: int | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    if step is not None:
+        at.query_params["step"] = str(step)
+    at.switch_page(LESSON).run()
+    assert_clean(at)
+    return at
+
+
+def button(at: AppTest, label: str):
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r} among {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def test_lesson_steps_move_forwards_and_backwards_and_live_in_the_url(empty_store, demo_data):
+    at = open_lesson()
+    assert texts(at, "header")[0] == "1. Census: who is in the data set"
+    assert at.query_params["step"] == "1"
+    assert any("SYNTHETIC" in text for text in texts(at, "warning"))
+    balance = explore.class_balance(data.assign_splits(data.scan_folder(demo_data).manifest))
+    share = balance.loc[balance["split"] == "all", "always_pneumonia_accuracy"].iloc[0]
+    assert metrics(at)["Accuracy of always answering PNEUMONIA"] == f"{share:.1%}"
+    button(at, "Next").click().run()
+    assert_clean(at)
+    assert at.query_params["step"] == "2" and texts(at, "header")[0].startswith("2. The validation trap")
+    values = metrics(at)
+    assert values["Images in the official val folder"] == "0"  # the demo set has no val/ folder
+    measured = lesson.leakage_experiment(data.scan_folder(demo_data).manifest)
+    assert values["Image-level split: accuracy"] == f"{measured['image_level_accuracy']:.3f}"
+    assert values["Patient-level split: accuracy"] == f"{measured['patient_level_accuracy']:.3f}"
+    assert any(text.startswith("**Discuss.**") for text in texts(at, "info"))
+    button(at, "Previous").click().run()
+    assert at.query_params["step"] == "1"
+    widget(at.selectbox, "Go to step").select(9).run()
+    assert_clean(at)
+    assert at.query_params["step"] == "9" and button(at, "Next").disabled  # the last step
+
+
+def test_a_lesson_link_to_a_step_opens_that_step(empty_store, demo_data):
+    at = open_lesson(4)
+    assert texts(at, "header")[0] == "4. Sensitivity against specificity"
+    assert any("needs a trained model" in text for text in texts(at, "info"))
+    at = open_lesson(99)  # out of range: the last step, and the URL says so
+    assert texts(at, "header")[0].startswith("9.") and at.query_params["step"] == "9"
+
+
+def test_lesson_steps_queue_what_is_missing(empty_store, demo_data, no_worker):
+    at = open_lesson(3)
+    button(at, "Train baseline_cnn and regularized_cnn (the study's recipes)").click().run()
+    assert_clean(at)
+    queued = {run.model for run in jobs.queued(empty_store)}
+    assert queued == {"baseline_cnn", "regularized_cnn"} and no_worker
+    assert any(p.proto.text.startswith("Training baseline_cnn (queued)") for p in at.get("progress"))
+    at = open_lesson(9)
+    widget(at.radio, "Start from").set_value("none").run()
+    button(at, "Train mobilenetv2_frozen, mobilenetv2_finetune, densenet121_frozen").click().run()
+    assert_clean(at)
+    transfer = [r for r in jobs.queued(empty_store) if r.model in lesson.TRANSFER]
+    assert len(transfer) == 3 and {r.settings["weights"] for r in transfer} == {"none"}
+
+
+@pytest.fixture
+def lesson_store(tiny_run, tmp_path, monkeypatch, demo_dir):
+    """A private copy of the tiny run (on the demo set the lesson shows), so queued evaluations stay here."""
+    store, run_id = tiny_run
+    root = tmp_path / "lesson_runs"
+    shutil.copytree(store.root / run_id, root / run_id)
+    monkeypatch.setenv("CXR_RUNS_DIR", str(root))
+    monkeypatch.setenv("CXR_DATA_DIR", str(demo_dir))
+    return RunStore(root), run_id
+
+
+def test_every_lesson_step_with_a_trained_run(lesson_store, no_worker):
+    store, run_id = lesson_store
+    evaluation = store.get(run_id).evaluation("test")
+    label = explore.run_label(store.get(run_id))
+
+    at = open_lesson(3)
+    assert any("Not trained on this data set yet: baseline_cnn" in t for t in texts(at, "info"))
+    assert len(at.get("plotly_chart")) == 1  # the regularized CNN's confusion matrix
+
+    at = open_lesson(4)
+    (tn, fp), (fn, tp) = evaluation["confusion_matrix"]
+    assert metrics(at)["Missed pneumonia (FN)"] == str(fn) and metrics(at)["False alarms (FP)"] == str(fp)
+    widget(at.slider, "Threshold").set_value(0.0).run()
+    assert metrics(at)["Missed pneumonia (FN)"] == "0" and metrics(at)["False alarms (FP)"] == str(tn + fp)
+
+    at = open_lesson(5)
+    assert at.dataframe[0].value["scored on"].tolist() == ["own test split"]
+    assert at.get("expander")  # score on a configured folder
+
+    at = open_lesson(6)
+    report = calibration.for_run(run_id, store)
+    assert metrics(at)["Expected calibration error"] == f"{report['ece']:.3f}"
+    at_5 = calibration.predictive_values(evaluation["sensitivity"], evaluation["specificity"], 0.05)
+    assert metrics(at)["PPV: a PNEUMONIA call is right"] == f"{at_5['ppv']:.1%}"
+    widget(at.slider, "Prevalence of pneumonia where the model is used").set_value(0.5).run()
+    assert metrics(at)["PPV: a PNEUMONIA call is right"] != f"{at_5['ppv']:.1%}"
+
+    at = open_lesson(7)
+    assert len(at.dataframe[0].value) == 1 and len(at.image) == 3
+    button(at, "Score this run with the lung fields occluded, and with only them").click().run()
+    assert_clean(at)
+    requests = jobs.evaluation_requests(store)
+    assert sorted(r["occlusion"] for r in requests) == ["lungs", "outside"] and no_worker
+    assert all(r["run"] == run_id and r["state"] == "queued" for r in requests)
+    for request in requests:  # what the worker would do
+        jobs.run_evaluation(request, store, echo=lambda line: None)
+    at = open_lesson(7)
+    assert at.dataframe[0].value["scored on"].tolist()[1:] == ["own test split, lung fields blacked out",
+                                                                 "own test split, only the lung fields kept"]
+
+    at = open_lesson(8)
+    captions = [c for image in at.image for c in image.captions]
+    assert any(c.startswith("trained model: evidence for") for c in captions)
+    assert "the same network, random weights" in captions
+    assert "Rank correlation of the two maps (Spearman)" in metrics(at)
+
+    at = open_lesson(9)
+    table = at.dataframe[0].value
+    assert table["model"].tolist() == ["regularized_cnn"] and table.loc[0, "weights"].startswith("random")
+    assert at.get("download_button")
+
+
+def test_compare_offers_the_report_and_predict_labels_a_synthetic_run(tiny_store, demo_dir):
+    at = open_app(COMPARE)
+    assert len(at.get("download_button")) == 1
+    at = open_app(PREDICT)
+    assert any("SYNTHETIC" in text for text in texts(at, "warning"))

@@ -32,9 +32,9 @@ def count_decodes(monkeypatch):
     calls: list[str] = []
     real = images.load_for_model
 
-    def counting(source, image_size, name=None):
+    def counting(source, image_size, name=None, **options):
         calls.append(str(source))
-        return real(source, image_size, name=name)
+        return real(source, image_size, name=name, **options)
 
     monkeypatch.setattr(images, "load_for_model", counting)
     return calls

@@ -1,0 +1,285 @@
+"""The Lesson page's steps, one layout function each (numbers from cxr_core.lesson and friends).
+
+Each function draws one step's live figure or table for the active data set and
+its runs; when something it needs is missing it offers one button that queues
+exactly that on the background worker, and shows the progress in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+import dashboard
+from cxr_core import calibration, data, evaluate, explore, figures, images, jobs, lesson, reference
+from cxr_core.config import UserError, default_settings
+from cxr_core.store import RunStore
+
+WAITING = "_lesson_waiting"
+
+
+@dataclass
+class Context:
+    scan: object
+    split: pd.DataFrame
+    store: RunStore
+    runs: dict  # model -> newest finished run on this data set (lesson.study_runs)
+
+
+@st.cache_data(max_entries=8, show_spinner="Measuring: a nearest-neighbour classifier under both splits...")
+def _leakage(root: str) -> dict:
+    return lesson.leakage_experiment(dashboard.load_split(root)[0].manifest)
+
+
+def queue_training(ctx: Context, models, label: str, weights: str | None = None) -> None:
+    """A button that queues training runs of `models` (the study's recipes) on this data set."""
+    waiting = lesson.active_runs(ctx.store, ctx.scan.root)
+    todo = [m for m in models if m not in waiting]
+    if todo and st.button(label, icon=":material/playlist_add:", key=f"queue_{'_'.join(todo)}"):
+        for model in todo:
+            settings = default_settings(model)
+            jobs.submit(replace(settings, weights=weights) if weights and settings.weights != "none" else settings,
+                        ctx.scan.root, ctx.store)
+        st.session_state[WAITING] = True
+    if waiting or st.session_state.get(WAITING):
+        progress(str(ctx.store.root), str(ctx.scan.root))
+
+
+def queue_evaluation(ctx: Context, run, label: str, folder=None, occlusions=(None,)) -> None:
+    """A button that queues scoring `run` (on its own split, or on `folder`), once per occlusion."""
+    if st.button(label, icon=":material/playlist_add:", key=f"evaluate_{run.run_id}_{label}"):
+        try:
+            for occlusion in occlusions:
+                jobs.submit_evaluation(run.run_id, folder or run.settings["data_dir"], ctx.store, occlusion=occlusion)
+            st.session_state[WAITING] = True
+        except UserError as error:
+            st.error(str(error))
+    if st.session_state.get(WAITING):
+        progress(str(ctx.store.root), str(ctx.scan.root))
+
+
+@st.fragment(run_every=3)
+def progress(root: str, data_dir: str) -> None:
+    """What the worker is doing for this lesson; the whole page reruns when it is done."""
+    store = RunStore(root)
+    training = lesson.active_runs(store, data_dir)
+    scoring = [r for r in jobs.evaluation_requests(store) if r["state"] in ("queued", "running")]
+    for model, run in training.items():
+        status = explore.training_progress(run)
+        st.progress(status["fraction"], text=f"Training {model} ({run.state}): epoch {status['epoch']} of {status['epochs']}")
+    for request in scoring:
+        what = f", {request['occlusion']} occluded" if request.get("occlusion") else ""
+        st.info(f"Scoring {request['run']}{what} ({request['state']}).", icon=":material/hourglass_top:")
+    dashboard.keep_queue_moving(store)
+    if not training and not scoring and st.session_state.get(WAITING):
+        st.session_state[WAITING] = False
+        st.rerun(scope="app")
+
+
+def pick_run(ctx: Context, key: str, prefer: str = "regularized_cnn"):
+    """A chooser among the lesson's runs (the regularized CNN first); with none, a button to train one."""
+    if not ctx.runs:
+        st.info("This step needs a trained model, and none has finished on this data set yet.")
+        queue_training(ctx, ["regularized_cnn"], "Train the regularized CNN (the study's best recipe)")
+        return None
+    models = sorted(ctx.runs, key=lambda m: m != prefer)
+    model = st.selectbox("Run", models, key=key, format_func=lambda m: explore.run_label(ctx.runs[m]))
+    return ctx.runs[model]
+
+
+def metrics_table(table: pd.DataFrame) -> None:
+    st.dataframe(table, hide_index=True, placeholder="–", column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in ("accuracy", "sensitivity", "specificity", "auc")})
+
+
+def census(ctx: Context) -> None:
+    balance = explore.class_balance(ctx.split)
+    overall = balance[balance["split"] == "all"].iloc[0]
+    cols = st.columns(3)
+    cols[0].metric("Images", f"{int(overall['images']):,}")
+    cols[1].metric("PNEUMONIA : NORMAL", f"{overall['PNEUMONIA'] / max(overall['NORMAL'], 1):.1f} : 1")
+    cols[2].metric("Accuracy of always answering PNEUMONIA", f"{overall['always_pneumonia_accuracy']:.1%}")
+    st.plotly_chart(figures.counts_figure(data.split_summary(ctx.split)), key="lesson_counts")
+    st.dataframe(balance, hide_index=True)
+
+
+def validation_trap(ctx: Context) -> None:
+    official_val = int((ctx.scan.manifest["source_split"] == "val").sum())
+    cols = st.columns(3)
+    cols[0].metric("Images in the official val folder", official_val)
+    naive = explore.naive_split_leakage(ctx.scan.manifest)
+    cols[1].metric("Children on both sides of a random image split (train/test)", naive["train/test"])
+    ours = {row["pair"]: row["shared_ids"] for row in data.leakage_report(ctx.split) if row["exact"]}
+    cols[2].metric("The same, in the patient-level split used here", sum(ours.values()))
+    measured = _leakage(str(ctx.scan.root))
+    st.subheader("How much does an image-level split overstate accuracy? Measured:")
+    cols = st.columns(3)
+    cols[0].metric("Image-level split: accuracy", f"{measured['image_level_accuracy']:.3f}")
+    cols[1].metric("Patient-level split: accuracy", f"{measured['patient_level_accuracy']:.3f}")
+    cols[2].metric("Overstatement", f"{measured['overstatement']:+.3f}")
+    st.caption(f"Method: {measured['method']}; on average {measured['children_on_both_sides']:.0f} children had "
+               "images on both sides of the image-level split. A memorising classifier, not a trained CNN: it "
+               "costs seconds, and it shows what leakage rewards.")
+    runs = pd.DataFrame(measured["runs"])
+    st.plotly_chart(px.strip(runs, x="split", y="accuracy", color="split", height=280), key="lesson_leak")
+
+
+def baseline_vs_regularized(ctx: Context) -> None:
+    missing = [m for m in lesson.SCRATCH if m not in ctx.runs]
+    if missing:
+        st.info(f"Not trained on this data set yet: {', '.join(missing)}.")
+        queue_training(ctx, missing, f"Train {' and '.join(missing)} (the study's recipes)")
+    cols = st.columns(2)
+    for col, model in zip(cols, lesson.SCRATCH):
+        run = ctx.runs.get(model)
+        evaluation = run.evaluation("test") if run else None
+        if evaluation:
+            col.plotly_chart(dashboard.confusion_figure(evaluation["confusion_matrix"], explore.run_label(run), True),
+                             key=f"lesson_cm_{model}")
+            col.caption(f"accuracy {evaluation['accuracy']:.3f}, sensitivity {evaluation['sensitivity']:.3f}, "
+                        f"specificity {evaluation['specificity']:.3f}")
+    seed = [r for r in reference.PUBLISHED if r["name"].startswith("Seed study")]
+    st.dataframe(pd.DataFrame(seed)[["name", "accuracy", "sensitivity", "specificity", "macro_f1"]], hide_index=True)
+    st.caption("The seed study's published figures on the official test split, for comparison.")
+
+
+def threshold(ctx: Context) -> None:
+    run = pick_run(ctx, "lesson_threshold_run")
+    pred = dashboard.predictions(run.run_id, "test", ctx.store) if run else None
+    if pred is None:
+        return
+    stored = float(run.evaluation("test")["threshold"])
+    value = st.slider("Threshold", 0.0, 1.0, stored, 0.005, format="%.3f", key=f"lesson_threshold_{run.run_id}")
+    at = evaluate.metrics_at_threshold(pred["label"], pred["probability"], value)
+    (tn, fp), (fn, tp) = at["confusion_matrix"]
+    cols = st.columns(4)
+    cols[0].metric("Missed pneumonia (FN)", fn)
+    cols[1].metric("False alarms (FP)", fp)
+    cols[2].metric("Sensitivity", f"{at['sensitivity']:.3f}" if at["sensitivity"] is not None else "n/a")
+    cols[3].metric("Specificity", f"{at['specificity']:.3f}" if at["specificity"] is not None else "n/a")
+    st.plotly_chart(dashboard.confusion_figure(at["confusion_matrix"], f"at threshold {value:.3f}"), key="lesson_cm")
+    st.caption(f"{fn} sick children sent home and {fp} healthy children treated, among {tn + fp + fn + tp} "
+               f"images. The run's own threshold, chosen on validation, is {stored:.3f}.")
+
+
+def shift(ctx: Context) -> None:
+    run = pick_run(ctx, "lesson_shift_run")
+    if run is None:
+        return
+    table = lesson.shift_rows(run)
+    metrics_table(table)
+    if len(table) > 1:
+        long = table.melt(id_vars="scored on", value_vars=["accuracy", "sensitivity", "specificity", "auc"])
+        st.plotly_chart(px.bar(long, x="variable", y="value", color="scored on", barmode="group", height=320,
+                               labels={"variable": "", "value": ""}), key="lesson_shift")
+    else:
+        st.info("This run has been scored on its own test split only. Score it on another labelled folder "
+                "(the official test split, configured on the server) to see the shift.")
+    dashboard.score_on_folder([run], ctx.store)
+
+
+def calibration_step(ctx: Context) -> None:
+    run = pick_run(ctx, "lesson_calibration_run")
+    if run is None:
+        return
+    evaluation = run.evaluation("test")
+    prevalence = st.slider("Prevalence of pneumonia where the model is used", 0.01, 0.99, 0.05, 0.01,
+                           key="lesson_prevalence", format="%.2f")
+    at = calibration.predictive_values(evaluation["sensitivity"], evaluation["specificity"], prevalence)
+    cols = st.columns(4)
+    cols[0].metric("PPV: a PNEUMONIA call is right", f"{at['ppv']:.1%}" if at["ppv"] is not None else "n/a")
+    cols[1].metric("NPV: a NORMAL call is right", f"{at['npv']:.1%}" if at["npv"] is not None else "n/a")
+    cols[2].metric("False alarms per 1000 children", f"{at['per_1000']['false_alarms']:.0f}")
+    cols[3].metric("Missed per 1000 children", f"{at['per_1000']['missed']:.0f}")
+    share = evaluation["n_pneumonia"] / max(evaluation["n"], 1)
+    st.caption(f"At this run's sensitivity {evaluation['sensitivity']:.3f} and specificity "
+               f"{evaluation['specificity']:.3f}. Its test split is {share:.0%} pneumonia.")
+    try:
+        report = calibration.for_run(run.run_id, ctx.store)
+    except UserError as error:
+        st.warning(str(error))
+        return
+    cols = st.columns(3)
+    cols[0].metric("Expected calibration error", f"{report['ece']:.3f}", f"{report['ece_scaled'] - report['ece']:+.3f}",
+                   delta_color="inverse", help="After temperature scaling in the delta.")
+    cols[1].metric("Brier score", f"{report['brier']:.3f}", f"{report['brier_scaled'] - report['brier']:+.3f}",
+                   delta_color="inverse")
+    cols[2].metric("Temperature (fitted on validation)", f"{report['temperature']:.2f}")
+    st.plotly_chart(figures.reliability_figure(report, explore.run_label(run)), key="lesson_reliability")
+
+
+def shortcuts(ctx: Context) -> None:
+    run = pick_run(ctx, "lesson_shortcut_run")
+    if run is None:
+        return
+    table, missing = lesson.occlusion_rows(run)
+    metrics_table(table)
+    pred = dashboard.predictions(run.run_id, "test", ctx.store)
+    if pred is not None and len(pred):
+        path = data.resolve_root(run.settings["data_dir"], require_train=False) / pred["path"].iloc[0]
+        cols = st.columns(3)
+        for col, (how, caption) in zip(cols, ((None, "as scored"), ("lungs", "lung fields blacked out"),
+                                              ("outside", "only the lung fields kept"))):
+            try:
+                col.image(images.load_for_model(str(path), 192, occlusion=how)[..., 0], caption=caption, width=192)
+            except images.ImageDecodeError as error:
+                col.caption(str(error))
+    if missing:
+        queue_evaluation(ctx, run, "Score this run with the lung fields occluded, and with only them",
+                         occlusions=missing)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Randomizing a copy of the model...")
+def _random_copy(run_id: str, root: str, key: str):
+    from cxr_core import explain
+
+    return explain.randomized_copy(dashboard.loaded_run(run_id, RunStore(root)).model)
+
+
+def saliency(ctx: Context) -> None:
+    run = pick_run(ctx, "lesson_saliency_run")
+    pred = dashboard.predictions(run.run_id, "test", ctx.store) if run else None
+    if pred is None or pred.empty:
+        return
+    explain = dashboard.tensorflow()
+    names = pred.sort_values("probability", ascending=False)["path"].head(12).tolist()
+    picked = st.selectbox("Image (the run's most confident PNEUMONIA calls)", names, key="lesson_saliency_image")
+    path = str(data.resolve_root(run.settings["data_dir"], require_train=False) / picked)
+    loaded = dashboard.loaded_run(run.run_id, ctx.store)
+    pixels = images.load_for_model(path, loaded.image_size)
+    label = "PNEUMONIA" if float(pred.set_index("path").loc[picked, "probability"]) >= loaded.threshold else "NORMAL"
+    random_model = _random_copy(run.run_id, str(ctx.store.root), dashboard.inference.model_key(run.run_id, ctx.store))
+    maps = lesson.sanity_maps(loaded.model, random_model, pixels, label)
+    gray = images.read_image_file(path)
+    cols = st.columns(2)
+    cols[0].image(explain.heatmap_image(gray, maps["trained"]), caption=f"trained model: evidence for {label}")
+    cols[1].image(explain.heatmap_image(gray, maps["randomized"]), caption="the same network, random weights")
+    similarity = maps["similarity"]
+    st.metric("Rank correlation of the two maps (Spearman)", "n/a (a flat map)" if np.isnan(similarity) else f"{similarity:.2f}",
+              help="Near 1: the map hardly depends on what the model learnt.")
+
+
+def transfer(ctx: Context) -> None:
+    table = lesson.transfer_rows(ctx.store, ctx.scan.root)
+    metrics_table(table)
+    done = table[table["auc"].notna()]
+    if not done.empty:
+        st.plotly_chart(px.bar(done, x="model", y="auc", color="weights", height=300, range_y=[0, 1]),
+                        key="lesson_transfer")
+    if (table["weights"].str.startswith("random: ImageNet")).any():
+        st.warning("Runs marked 'ImageNet weights NOT used' started from random weights (settings weights "
+                   "'none', as on a machine without a network): they say nothing about what ImageNet buys.")
+    missing = [m for m in lesson.TRANSFER if m not in set(table["model"])]
+    if missing:
+        weights = st.radio("Start from", ["imagenet", "none"], horizontal=True, key="lesson_weights",
+                           format_func={"imagenet": "ImageNet weights (needs a network once)",
+                                        "none": "random weights (works offline; no test of transfer)"}.get)
+        queue_training(ctx, missing, f"Train {', '.join(missing)}", weights=weights)
+
+
+VIEWS = (census, validation_trap, baseline_vs_regularized, threshold, shift, calibration_step, shortcuts,
+         saliency, transfer)
