@@ -102,14 +102,16 @@ def cmd_train(args) -> int:
         settings.class_weighting = False
     if args.threshold_rule:
         settings.threshold_rule = args.threshold_rule
+    if args.zoom_in is not None:
+        settings.zoom_in = args.zoom_in
     if args.patience is not None:
         settings.early_stopping_patience = args.patience
     if args.label_smoothing is not None:
         settings.label_smoothing = args.label_smoothing
     if settings.epochs < 1 or settings.image_size < 32 or settings.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1, --image-size at least 32")
-    if settings.early_stopping_patience < 0 or not 0 <= settings.label_smoothing < 0.5:
-        raise UserError("--patience must be at least 0 and --label-smoothing between 0 and 0.5")
+    if settings.early_stopping_patience < 0 or not 0 <= settings.label_smoothing < 0.5 or not 0 <= settings.zoom_in < 1:
+        raise UserError("--patience must be at least 0, --label-smoothing between 0 and 0.5, --zoom-in between 0 and 1")
     if settings.weights not in ("imagenet", "none") and not os.path.isfile(os.path.expanduser(settings.weights)):
         raise UserError(f"--weights {settings.weights}: no such file; pass imagenet, none, or the path to a weights file")
     store = _store(args)
@@ -408,6 +410,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--no-class-weights", action="store_true")
+    p.add_argument("--zoom-in", type=float, help="largest zoom-in of the training augmentation (0.3 = 30%%)")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation AUC (0 = off)")
     p.add_argument("--label-smoothing", type=float, help="soften the 0/1 targets by this much (0 = off)")
     p.add_argument("--threshold-rule", choices=THRESHOLD_RULES,

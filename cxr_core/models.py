@@ -30,11 +30,14 @@ def weight_file_name(family: str, image_size: int) -> str:
     return "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
-def _augmentation(x, seed: int):
+def _augmentation(x, s: TrainSettings):
     # Small geometric and photometric changes that real radiographs show; no flips,
-    # since a mirrored chest (heart on the right) is not a plausible image.
+    # since a mirrored chest (heart on the right) is not a plausible image. Zooming in
+    # goes further than out (s.zoom_in): films framed tightly around the chest read as
+    # PNEUMONIA to a model that never saw them (see TrainSettings.zoom_in).
+    seed = s.seed
     x = layers.RandomRotation(0.04, fill_mode="constant", seed=seed, name="aug_rotate")(x)
-    x = layers.RandomZoom((-0.1, 0.1), fill_mode="constant", seed=seed, name="aug_zoom")(x)
+    x = layers.RandomZoom((-s.zoom_in, 0.1), fill_mode="constant", seed=seed, name="aug_zoom")(x)
     x = layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed, name="aug_shift")(x)
     x = layers.RandomContrast(0.3, value_range=(0, 255), seed=seed, name="aug_contrast")(x)
     x = layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed, name="aug_brightness")(x)
@@ -73,7 +76,7 @@ def _baseline(inputs, s: TrainSettings):
 
 
 def _regularized(inputs, s: TrainSettings, momentum: float):
-    x = _augmentation(inputs, s.seed) if s.augment else inputs
+    x = _augmentation(inputs, s) if s.augment else inputs
     x = layers.Rescaling(1 / 255, name="rescale")(x)
     # Narrow first blocks at full resolution keep a CPU epoch short; width grows as the map shrinks.
     for i, filters in enumerate((16, 32, 64, 128, 256)):
@@ -95,7 +98,7 @@ def _resolve_weights(weights: str, family: str, image_size: int):
 
 
 def _transfer(inputs, s: TrainSettings, family: str):
-    x = _augmentation(inputs, s.seed) if s.augment else inputs
+    x = _augmentation(inputs, s) if s.augment else inputs
     # ImageNet networks expect three channels: repeat the gray one (a real layer, not a Lambda).
     x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
     if family == "mobilenetv2":
