@@ -270,7 +270,7 @@ def cmd_explore(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import evaluate, explore
+    from . import explore
     from .inference import predictions
 
     store = _store(args)
@@ -287,13 +287,10 @@ def cmd_compare(args) -> int:
     report = {"split": args.split, "on": args.on, "metrics": table.to_dict(orient="records"), "synthetic": synthetic}
     tables = [predictions(run.run_id, args.split, store, args.on) for run in runs]
     if len(runs) == 2 and all(t is not None for t in tables):
-        both = explore.align_predictions(tables[0], tables[1])
         thresholds = [evaluations[r.run_id]["threshold"] for r in runs]
-        report["mcnemar"] = evaluate.mcnemar_test(
-            both["label"].to_numpy(),
-            (both["probability_a"] >= thresholds[0]).astype(int).to_numpy(),
-            (both["probability_b"] >= thresholds[1]).astype(int).to_numpy(),
-            name_a=runs[0].run_id, name_b=runs[1].run_id)
+        mcnemar = explore.mcnemar_between(*tables, *thresholds, runs[0].run_id, runs[1].run_id)
+        if mcnemar is not None:
+            report["mcnemar"] = mcnemar
     if all(t is not None for t in tables) and not explore.same_images(tables):
         report["warning"] = "the runs were evaluated on different images; the comparison is not like for like"
     if args.json:

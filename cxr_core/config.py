@@ -17,7 +17,6 @@ from pathlib import Path
 
 # Index 1 is the positive class everywhere: sensitivity is pneumonia recall.
 CLASSES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
-POSITIVE = 1
 # How a run's decision threshold can be chosen on validation (see evaluate.choose_threshold).
 THRESHOLD_RULES: tuple[str, ...] = ("sensitivity", "youden")
 

@@ -308,6 +308,18 @@ def align_predictions(pred_a: pd.DataFrame, pred_b: pd.DataFrame) -> pd.DataFram
     return merged[merged["label"] == merged["label_b"]].drop(columns="label_b").reset_index(drop=True)
 
 
+def mcnemar_between(pred_a: pd.DataFrame, pred_b: pd.DataFrame, threshold_a: float, threshold_b: float,
+                    name_a: str, name_b: str) -> dict | None:
+    """McNemar's test of two runs at their thresholds on the images both predicted; None if they share none."""
+    from .evaluate import mcnemar_test
+
+    both = align_predictions(pred_a, pred_b)
+    if both.empty:
+        return None
+    return mcnemar_test(both["label"].to_numpy(), (both["probability_a"] >= threshold_a).astype(int).to_numpy(),
+                        (both["probability_b"] >= threshold_b).astype(int).to_numpy(), name_a=name_a, name_b=name_b)
+
+
 def confusion_cell(predictions: pd.DataFrame, threshold: float, cell: str) -> pd.DataFrame:
     """The images in one confusion-matrix cell ("TN", "FP", "FN", "TP") at `threshold`.
 

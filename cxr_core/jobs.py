@@ -274,7 +274,7 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
         return "cancelled"
     if run.state == "running":
         try:
-            os.kill(int(run.status["pid"]), 15)
+            os.kill(int(run.status["pid"]), signal.SIGTERM)
         except ProcessLookupError:
             pass
         return "stopping"

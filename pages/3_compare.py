@@ -102,13 +102,11 @@ if len(points) >= 2:
     pair = st.columns(2)
     a = pair[0].selectbox("Run A", list(points), index=0, key="mcnemar_a")
     b = pair[1].selectbox("Run B", list(points), index=1, key="mcnemar_b")
-    both = explore.align_predictions(preds[a], preds[b])
-    if a == b or both.empty:
+    result = None if a == b else explore.mcnemar_between(preds[a], preds[b], points[a]["threshold"],
+                                                         points[b]["threshold"], a, b)
+    if result is None:
         st.info("Choose two different runs evaluated on the same images.")
     else:
-        result = evaluate.mcnemar_test(both["label"], (both["probability_a"] >= points[a]["threshold"]).astype(int),
-                                       (both["probability_b"] >= points[b]["threshold"]).astype(int),
-                                       name_a=a, name_b=b)
         cols = st.columns(3)
         cols[0].metric("Only A right", result["a_right_b_wrong"])
         cols[1].metric("Only B right", result["a_wrong_b_right"])
