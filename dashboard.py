@@ -131,6 +131,16 @@ def data_caption(scan) -> None:
 def thumbnail(path: str, size: int = 192) -> np.ndarray | None:
     """A file as the model sees it (padded square), for galleries; None if it cannot be read."""
     try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+    return _thumbnail(path, size, mtime)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _thumbnail(path: str, size: int, mtime: int) -> np.ndarray | None:
+    # Shared by every session: a class opening the same gallery decodes each file once (36 KB each).
+    try:
         return images.load_for_model(path, size)[..., 0]
     except images.ImageDecodeError:
         return None
