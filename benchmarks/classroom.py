@@ -122,8 +122,8 @@ def training_rate(store: RunStore, run_id: str, seconds: float) -> float | None:
     return None if first is None or last is None else (last - first) / (time.time() - started)
 
 
-def tree_rss_mib(root: int) -> float:
-    """Resident memory of `root` and all its descendants, from /proc."""
+def tree_usage(root: int) -> tuple[float, float]:
+    """(Resident MiB, CPU seconds so far) of `root` and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -132,7 +132,7 @@ def tree_rss_mib(root: int) -> float:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0.0, [root]
+    total, cpu, todo = 0.0, 0.0, [root]
     while todo:
         pid = todo.pop()
         todo += children.get(pid, [])
@@ -140,19 +140,26 @@ def tree_rss_mib(root: int) -> float:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) / 1024
-        except OSError:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        except (OSError, IndexError, ValueError):
             pass
-    return total
+    return total, cpu
 
 
 class RssSampler(threading.Thread):
+    """Peak memory of the server's tree, its CPU time, and the machine's load (others share it)."""
+
     def __init__(self, pid: int, interval: float = 0.5):
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak, self.stop = pid, interval, 0.0, threading.Event()
+        self.cpu_start, self.cpu, self.load_max = tree_usage(pid)[1], 0.0, 0.0
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
-            self.peak = max(self.peak, tree_rss_mib(self.pid))
+            rss, cpu = tree_usage(self.pid)
+            self.peak, self.cpu = max(self.peak, rss), cpu - self.cpu_start
+            self.load_max = max(self.load_max, os.getloadavg()[0])
 
 
 def stop_process_group(process: subprocess.Popen) -> None:
@@ -326,6 +333,8 @@ def main(argv=None) -> int:
             alone = result.get("training_alone_batches_per_s")
             result["training_share"] = round(rate / alone, 2) if rate and alone else None
         result["peak_rss_mb"] = round(sampler.peak, 1) if sampler else None
+        if sampler:
+            result["server_cpu_s"], result["loadavg_1min_max"] = round(sampler.cpu, 1), round(sampler.load_max, 1)
     print(json.dumps(result), flush=True)
     return 0
 
