@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -111,14 +112,18 @@ class Predictor:
 # ---------------------------------------------------------------- the process itself
 
 
-def _exit_with_parent(parent: int, address: str) -> None:
-    """Exit when the server that started us is gone (its children are re-parented), and tidy up
-    the socket's folder, which a server that died could not."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
+def _exit_tidily(address: str) -> None:
+    """Remove the socket's folder (a server that died could not) and end the process."""
     if FAMILY == "AF_UNIX" and os.path.basename(os.path.dirname(address)).startswith("cxr-predictor-"):
         shutil.rmtree(os.path.dirname(address), ignore_errors=True)
     os._exit(0)
+
+
+def _exit_with_parent(parent: int, address: str) -> None:
+    """Exit when the server that started us is gone (its children are re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    _exit_tidily(address)
 
 
 def _loaded(cache: OrderedDict, run_id: str, runs_root: str):
@@ -153,6 +158,8 @@ def _answer(cache: OrderedDict, request) -> tuple:
 def serve(address: str, authkey: bytes) -> None:
     """Answer requests one at a time (the cores are few; a queue is fairer than a fight)."""
     threading.Thread(target=_exit_with_parent, args=(os.getppid(), address), daemon=True).start()
+    # A stopped server's process group gets SIGTERM too: tidy up on it rather than die mid-way.
+    signal.signal(signal.SIGTERM, lambda signum, frame: _exit_tidily(address))
     import keras  # noqa: F401  the slow import, before listening: a client that connects finds it ready
 
     if FAMILY == "AF_UNIX" and os.path.exists(address):
