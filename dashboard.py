@@ -8,7 +8,6 @@ each page stays a short layout.
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from cxr_core import config, data, demo, explore, images, inference, jobs
 from cxr_core.figures import (CLASS_COLORS, confusion_figure, counts_figure, curves_figure,  # noqa: F401
                               history_figure, run_colors)  # the pages' charts, drawn in cxr_core
 from cxr_core.config import CLASSES, UserError
+from cxr_core.predictor import Predictor
 from cxr_core.store import OWN, RunStore, evaluation_files
 
 DEMO_LABEL = "Demo data set (SYNTHETIC)"
@@ -30,28 +30,20 @@ SYNTHETIC_NOTE = ("The demo images are SYNTHETIC: drawn shapes that resemble che
                   "not images of any person. Numbers on them say nothing about real X-rays.")
 
 
-# ---------------------------------------------------------------- TensorFlow
+# ---------------------------------------------------------------- predictions
 
 
-@st.cache_resource(show_spinner="Loading TensorFlow (once per server process)...")
-def tensorflow():
-    """Import TensorFlow and Keras (with cxr_core.explain, returned), once per server process.
+@st.cache_resource(show_spinner=False, on_release=lambda predictor: predictor.close())
+def predictor() -> Predictor:
+    """The server's one predictor process (cxr_core/predictor.py), started on the first Predict visit.
 
-    Pages that run models call this instead of importing them, so that a page
-    with nothing to predict never pays the seconds of the import. After the
-    import, the garbage collector's view of everything imported is frozen:
-    once keras is loaded, Streamlit calls keras.backend.clear_session() after
-    every script run, and its gc.collect() walked TensorFlow's ~380,000
-    objects, 190 ms on each rerun of every page; frozen objects are skipped.
-    (Importing in a background thread after the first page was tried: the
-    import holds the interpreter lock for long stretches, and the server sent
-    that first page's images and charts seconds late.)
+    TensorFlow and the models live there, never in the server: importing
+    TensorFlow here made Predict's first visit take seconds, and importing it
+    in a server thread held the interpreter lock long enough to starve every
+    other session. Starting the process costs the page milliseconds; it loads
+    TensorFlow while the person picks a file.
     """
-    from cxr_core import explain
-
-    gc.collect()  # what is garbage now is freed, not frozen
-    gc.freeze()
-    return explain
+    return Predictor(log_path=str(run_store().root / "predictor.log") if run_store().root.is_dir() else None)
 
 
 # ---------------------------------------------------------------- data set
@@ -139,6 +131,16 @@ def data_caption(scan) -> None:
 def thumbnail(path: str, size: int = 192) -> np.ndarray | None:
     """A file as the model sees it (padded square), for galleries; None if it cannot be read."""
     try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+    return _thumbnail(path, size, mtime)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _thumbnail(path: str, size: int, mtime: int) -> np.ndarray | None:
+    # Shared by every session: a class opening the same gallery decodes each file once (36 KB each).
+    try:
         return images.load_for_model(path, size)[..., 0]
     except images.ImageDecodeError:
         return None
@@ -149,16 +151,6 @@ def thumbnail(path: str, size: int = 192) -> np.ndarray | None:
 
 def run_store() -> RunStore:
     return RunStore()  # root from CXR_RUNS_DIR, read on every call so tests can point it elsewhere
-
-
-@st.cache_resource(max_entries=6, show_spinner="Loading the model...")
-def _load_run(run_id: str, root: str, key: str):
-    return inference.load_run(run_id, RunStore(root))
-
-
-def loaded_run(run_id: str, store: RunStore):
-    """The run's model; the cache key includes model.keras's mtime, so a retrained model replaces the old."""
-    return _load_run(run_id, str(store.root), inference.model_key(run_id, store))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -180,19 +172,9 @@ def analyse(run_id: str, store: RunStore, content: bytes, name: str) -> dict:
 
 @st.cache_data(max_entries=128, show_spinner="Predicting...")
 def _analyse(run_id: str, root: str, key: str, content: bytes, name: str) -> dict:
-    """Prediction and Grad-CAM of one upload by one run; raises ImageDecodeError for bad files."""
-    from cxr_core import explain
-
-    loaded = _load_run(run_id, root, key)
-    pixels, appearance = images.load_with_appearance(content, loaded.image_size, name=name)  # decoded once, for both
-    result = inference.classify(loaded, pixels, name, appearance)
-    try:
-        # Evidence for the call the model made at its own threshold, not at 0.5.
-        result["heatmap"] = explain.gradcam(loaded.model, pixels, class_index=CLASSES.index(result["label"]))
-    except ValueError as error:
-        result["heatmap"], result["heatmap_error"] = None, str(error)
-    result["model"] = loaded.model_name
-    return result
+    """inference.analyse() of one upload by one run, in the predictor process; raises ImageDecodeError
+    for bad files. Cached for every session: a class that uploads the same X-ray pays for it once."""
+    return predictor().analyse(run_id, root, content, name)
 
 
 def keep_queue_moving(store: RunStore) -> None:

@@ -363,6 +363,7 @@ def cmd_report(args) -> int:
 def cmd_worker(args) -> int:
     from . import jobs
 
+    jobs.yield_to_the_dashboard()
     jobs.work(_store(args), echo=lambda line: print(line, flush=True))
     return 0
 

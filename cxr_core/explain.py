@@ -15,14 +15,14 @@ exactly when the model is most sure.
 
 from __future__ import annotations
 
-import functools
 import threading
 import weakref
 
 import keras
 import numpy as np
-import plotly.colors
 import tensorflow as tf
+
+from .heatmap import heatmap_image, overlay  # noqa: F401  explain.overlay and explain.heatmap_image are their public names
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
@@ -154,34 +154,6 @@ def gradcam(model, image: np.ndarray, layer_name: str | None = None,
     return np.clip(np.nan_to_num((cam - low) / span), 0.0, 1.0).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=4)
-def _colormap(name: str) -> np.ndarray:
-    """256-entry RGB lookup table sampled once from a plotly colour scale."""
-    colours = plotly.colors.sample_colorscale(name, np.linspace(0.0, 1.0, 256), colortype="tuple")
-    return np.asarray(colours, dtype=np.float32) * 255.0
-
-
-def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
-            colorscale: str = "Turbo") -> np.ndarray:
-    """Blend a grayscale image (0..255) with a coloured heat map; returns RGB uint8 (S, S, 3).
-
-    A heat map of another size (say, the model's input size over the original
-    upload) is resized bilinearly to the image's size first.
-    """
-    base = np.asarray(gray, dtype=np.float32)
-    if base.ndim == 3:
-        base = base.mean(axis=-1)  # (S, S, 1) or an RGB copy of a grayscale X-ray
-    if base.ndim != 2:
-        raise ValueError(f"expected a grayscale image shaped (S, S) or (S, S, C), got {np.shape(gray)}")
-    heat = np.asarray(heatmap, dtype=np.float32)
-    if heat.shape != base.shape:
-        heat = tf.image.resize(heat[..., None], base.shape, method="bilinear").numpy()[..., 0]
-    levels = np.rint(np.clip(np.nan_to_num(heat), 0.0, 1.0) * 255).astype(np.int64)
-    colour = _colormap(colorscale)[levels]
-    rgb = (1.0 - alpha) * np.clip(base, 0, 255)[..., None] + alpha * colour
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-
-
 def randomized_copy(model, seed: int = 0):
     """The same architecture with every weight freshly initialised: Adebayo et al.'s (2018) model
     randomisation test. A saliency method whose map barely changes on this copy shows the image's
@@ -193,17 +165,6 @@ def randomized_copy(model, seed: int = 0):
     clone = keras.models.clone_model(model)  # new layers from the config: new initial weights
     clone.build(model.inputs[0].shape)
     return clone
-
-
-def heatmap_image(gray: np.ndarray, heatmap: np.ndarray | None, alpha: float = 0.4, size: int = 512) -> np.ndarray:
-    """What the Predict page and `predict --heatmap` show: the image as the model sees it (padded
-    square) at `size` pixels, with the Grad-CAM map blended in; RGB uint8 (size, size, 3)."""
-    from .images import preprocess
-
-    base = preprocess(np.asarray(gray, dtype=np.uint8), size)
-    if heatmap is None:
-        return np.repeat(base[..., None], 3, axis=-1)
-    return overlay(base, heatmap, alpha)
 
 
 def map_similarity(a: np.ndarray, b: np.ndarray) -> float:

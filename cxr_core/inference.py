@@ -96,6 +96,23 @@ def predict_image(loaded: LoadedRun, source, name: str | None = None) -> dict:
     return classify(loaded, pixels, name or str(source), appearance)
 
 
+def analyse(loaded: LoadedRun, source, name: str | None = None) -> dict:
+    """One file path or bytes -> classify()'s result plus "heatmap" ((S, S) in [0, 1], or None with
+    "heatmap_error") and "model"; raises ImageDecodeError. The one engine for a prediction with its
+    Grad-CAM: the dashboard's predictor process and the CLI both call it."""
+    from . import explain
+
+    pixels, appearance = images.load_with_appearance(source, loaded.image_size, name=name)  # decoded once, for both
+    result = classify(loaded, pixels, name or str(source), appearance)
+    try:
+        # Evidence for the call the model made at its own threshold, not at 0.5.
+        result["heatmap"] = explain.gradcam(loaded.model, pixels, class_index=CLASSES.index(result["label"]))
+    except ValueError as error:
+        result["heatmap"], result["heatmap_error"] = None, str(error)
+    result["model"] = loaded.model_name
+    return result
+
+
 def predict_files(loaded: LoadedRun, files: list[str]) -> list[dict]:
     results = []
     for file in files:

@@ -241,6 +241,28 @@ def work(store: RunStore, echo=print) -> list[str]:
     return trained
 
 
+def yield_to_the_dashboard(niceness: int | None = None) -> None:
+    """Lower this process's CPU priority, for the background worker: the dashboard's server stays
+    responsive while a model trains, and training still takes every cycle the server leaves idle.
+
+    The worker runs in a session of its own, and with Linux's autogroup scheduling each session
+    competes as one group whatever its tasks' nice values: the group's own nice value
+    (/proc/self/autogroup) is what yields to the server. CXR_WORKER_NICE=0 turns this off.
+    """
+    niceness = int(os.environ.get("CXR_WORKER_NICE", "10")) if niceness is None else niceness
+    if niceness <= 0:
+        return
+    try:
+        os.nice(niceness)
+    except (AttributeError, OSError):
+        pass  # no nice on this platform: train at the usual priority
+    try:
+        with open("/proc/self/autogroup", "w") as handle:
+            handle.write(str(niceness))
+    except OSError:
+        pass  # no autogroup (not Linux, or disabled): os.nice above is what counts
+
+
 def spawn_worker(store: RunStore) -> subprocess.Popen | None:
     """Start a background worker unless one is running. Its output goes to RUNS/worker.log."""
     if worker_running(store):

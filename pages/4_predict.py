@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import dashboard
-from cxr_core import images
+from cxr_core import heatmap, images
 from cxr_core.config import UserError
 
 dashboard.entry_guard(__file__)
@@ -22,7 +22,7 @@ st.markdown("Upload chest X-rays (JPEG, PNG or DICOM) or pick one from the data 
 st.error(dashboard.NOT_CLINICAL, icon=":material/medical_information:")
 store = dashboard.run_store()
 finished = dashboard.finished_runs_or_stop(store, "No finished runs yet: a model must be trained before it can predict.")
-explain = dashboard.tensorflow()  # only now: the page without runs needs no TensorFlow
+dashboard.predictor()  # starts the prediction process while the person picks a file; the page without runs starts none
 
 cols = st.columns(2)
 choice = cols[0].selectbox("Model", ["all", *finished], key="predict_run",
@@ -111,7 +111,7 @@ for i, (label, result) in enumerate(results[shown].items(), start=1):
         if result["heatmap"] is None:
             st.caption(f"No heat map: {result['heatmap_error']}")
         else:
-            st.image(explain.heatmap_image(gray, result["heatmap"], alpha), width="stretch",
+            st.image(heatmap.heatmap_image(gray, result["heatmap"], alpha), width="stretch",
                      caption=f"Grad-CAM: evidence for {result['label']}")
 st.caption("Heat map colours run from blue (little evidence) to red (the strongest evidence). "
            "A heat map on the image's edges, labels or text markers means the model learnt a shortcut rather "

@@ -1,0 +1,33 @@
+"""The classroom benchmark, small: 5 Chromium sessions through Home, Dataset, Compare and a Predict
+upload on the demo set while a run trains. Every session must finish without an error; times are
+printed, not asserted (the machine is shared)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif((shutil.which("chromium") or shutil.which("chromium-browser")) is None,
+                                reason="Debian's chromium is not installed (apt-get install chromium)")
+
+
+def test_five_students_at_once_while_a_model_trains():
+    done = subprocess.run([sys.executable, "benchmarks/classroom.py", "--sessions", "5", "--baseline-s", "3"],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(result))
+    assert {"sessions", "errors", "p50_s", "p95_s", "peak_rss_mb"} <= set(result)
+    assert result["sessions"] == 5
+    assert result["errors"] == 0, result["error_samples"]
+    # Every student reached every page and got a prediction.
+    assert {step: values["n"] for step, values in result["per_step"].items()} == {
+        "Home": 5, "Dataset": 5, "Compare": 5, "Predict": 5, "Predict upload": 5}
+    assert result["peak_rss_mb"] > 0 and result["training_under_load_batches_per_s"] is not None
