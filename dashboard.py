@@ -259,9 +259,10 @@ def fmt_duration(seconds: float) -> str:
 
 
 def fmt_ci(value, low, high) -> str:
-    if value is None or pd.isna(value):
-        return "n/a"
-    return f"{value:.3f}" + (f" ({low:.2f}–{high:.2f})" if low is not None and not pd.isna(low) else "")
+    from cxr_core.evaluate import with_interval  # scipy.stats: only pages with metrics pay for it
+
+    return with_interval(None if pd.isna(value) else value,
+                                  None if low is None or pd.isna(low) else (low, high))
 
 
 def metrics_view(table: pd.DataFrame):

@@ -221,10 +221,7 @@ def ensemble_row(rows: list[dict], store: RunStore, shifted_source: str | None =
 
 
 def _metric_cell(row: dict, metric: str) -> str:
-    value, ci = row.get(metric), (row.get("ci95") or {}).get(metric)
-    if value is None:
-        return "n/a"
-    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else f"{value:.3f}"
+    return evaluate.with_interval(row.get(metric), (row.get("ci95") or {}).get(metric))
 
 
 def _minutes(seconds) -> str:
@@ -389,9 +386,9 @@ def main(argv=None) -> int:
         if result["test_split"] is None:
             result["test_split"] = {"n": row["n_test"], "n_normal": row["n_normal"], "n_pneumonia": row["n_pneumonia"],
                                     "kind": test_split_description(store, run_id)}
-        print(f"  own test: " + ", ".join(f"{m} {_metric_cell(row, m)}" for m in METRICS), flush=True)
+        print("  own test: " + ", ".join(f"{m} {_metric_cell(row, m)}" for m in METRICS), flush=True)
         if row["shifted"]:
-            print(f"  official test: " + ", ".join(f"{m} {_metric_cell(row['shifted'], m)}" for m in METRICS), flush=True)
+            print("  official test: " + ", ".join(f"{m} {_metric_cell(row['shifted'], m)}" for m in METRICS), flush=True)
         save()
 
     try:

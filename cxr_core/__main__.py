@@ -131,6 +131,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .evaluate import with_interval
     from .inference import evaluate_run
 
     result = evaluate_run(args.run, args.split, _store(args), args.data, recompute=args.recompute,
@@ -143,10 +144,7 @@ def cmd_evaluate(args) -> int:
     ci = result.get("ci95", {})
 
     def show(key):
-        value = result.get(key)
-        low_high = ci.get(key)
-        text = "n/a" if value is None else f"{value:.3f}"
-        return text + (f" [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high and None not in low_high else "")
+        return with_interval(result.get(key), ci.get(key))
 
     from .explore import evaluation_label
 

@@ -227,6 +227,16 @@ def evaluate_predictions(y_true, prob, threshold: float, *, groups=None, n_boot:
     return _plain(report)
 
 
+def with_interval(value, interval=None, digits: int = 3) -> str:
+    """"0.912 [0.880, 0.940]": a figure and its interval as every table and the CLI print it ("n/a" if missing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    if interval is not None and len(interval) == 2 and not any(v is None or math.isnan(v) for v in interval):
+        text += f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    return text
+
+
 def mcnemar_test(y_true, pred_a, pred_b, *, name_a: str = "Model A", name_b: str = "Model B") -> dict:
     """Exact McNemar test: do two models' errors on the same images differ more than chance?
 

@@ -320,7 +320,8 @@ def test_compare_shows_the_stored_metrics_and_a_live_threshold(tiny_store):
     evaluation = store.get(run_id).evaluation("test")
     at = open_app(COMPARE)
     table = at.dataframe[0].value
-    assert table.loc[0, "accuracy"].startswith(f"{evaluation['accuracy']:.3f} (")
+    low, high = evaluation["ci95"]["accuracy"]
+    assert table.loc[0, "accuracy"] == f"{evaluation['accuracy']:.3f} [{low:.3f}, {high:.3f}]"
     assert table.loc[0, "images"] == evaluation["n"]
     published = at.dataframe[1].value.set_index("name")
     assert published.loc["Kermany et al. 2018: Inception-V3 transfer", "sensitivity"] == 0.932
