@@ -385,17 +385,22 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up and log lines")
     sub = root.add_subparsers(dest="command", required=True)
 
-    def add(name, func, help_text):
-        p = sub.add_parser(name, help=help_text)
+    # Options many commands share, declared once (argparse parents).
+    runs = argparse.ArgumentParser(add_help=False)
+    runs.add_argument("--runs", help="run store folder (default: $CXR_RUNS_DIR or ./runs)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def add(name, func, help_text, *parents):
+        p = sub.add_parser(name, help=help_text, parents=list(parents))
         p.set_defaults(func=func)
         return p
 
-    p = add("info", cmd_info, "describe a data folder and the splits training would use")
+    p = add("info", cmd_info, "describe a data folder and the splits training would use", as_json)
     p.add_argument("--data", help="Kaggle-layout folder (default: $CXR_DATA_DIR, else the synthetic demo set)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--json", action="store_true")
 
-    p = add("train", cmd_train, "train one model in this process; prints the run id last")
+    p = add("train", cmd_train, "train one model in this process; prints the run id last", runs)
     p.add_argument("--data")
     p.add_argument("--model", required=True, choices=MODEL_NAMES)
     p.add_argument("--epochs", type=int)
@@ -411,9 +416,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, help="soften the 0/1 targets by this much (0 = off)")
     p.add_argument("--threshold-rule", choices=THRESHOLD_RULES,
                    help="how the threshold is chosen on validation (default: the model's recipe)")
-    p.add_argument("--runs", help="run store folder (default: $CXR_RUNS_DIR or ./runs)")
 
-    p = add("evaluate", cmd_evaluate, "metrics of a run on a split")
+    p = add("evaluate", cmd_evaluate, "metrics of a run on a split", runs, as_json)
     p.add_argument("run")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--data", help="evaluate on another labelled folder (ROOT/test/{NORMAL,PNEUMONIA} or "
@@ -422,41 +426,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--occlude", choices=("lungs", "outside"),
                    help="shortcut test: black out the lung fields (a fixed central box), or all but them; "
                         "stored apart from the plain evaluation")
-    p.add_argument("--runs")
-    p.add_argument("--json", action="store_true")
 
-    p = add("predict", cmd_predict, "predict image files (JPEG, PNG, DICOM, ...)")
+    p = add("predict", cmd_predict, "predict image files (JPEG, PNG, DICOM, ...)", runs, as_json)
     p.add_argument("run")
     p.add_argument("files", nargs="+")
     p.add_argument("--heatmap", metavar="OUT.png", help="write the Grad-CAM overlay of the one FILE to this PNG")
     p.add_argument("--randomized", action="store_true",
                    help="the heat map of a copy of the model with random weights (Adebayo et al.'s sanity check)")
     p.add_argument("--heatmap-size", type=int, metavar="PX", help="side of the PNG (default: the model's input size)")
-    p.add_argument("--runs")
-    p.add_argument("--json", action="store_true")
 
-    p = add("calibration", cmd_calibration, "ECE, Brier, reliability bins and a temperature fitted on validation")
+    p = add("calibration", cmd_calibration, "ECE, Brier, reliability bins and a temperature fitted on validation", runs, as_json)
     p.add_argument("run")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--data", help="score this labelled folder first (as evaluate --data) and report on it")
-    p.add_argument("--runs")
-    p.add_argument("--json", action="store_true")
 
-    p = add("lesson", cmd_lesson, "the Lesson page's numbers for a data set and its runs, as JSON")
+    p = add("lesson", cmd_lesson, "the Lesson page's numbers for a data set and its runs, as JSON", runs)
     p.add_argument("--data")
     p.add_argument("--prevalence", type=float, default=0.05, help="for PPV and NPV (default 0.05)")
-    p.add_argument("--runs")
 
-    p = add("report", cmd_report, "one self-contained HTML report on runs (opens offline)")
+    p = add("report", cmd_report, "one self-contained HTML report on runs (opens offline)", runs)
     p.add_argument("runs_to_report", nargs="+", metavar="RUN")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--on", default=OWN, metavar="SOURCE", help="which evaluation: own or a folder key from `runs --json`")
     p.add_argument("--out", required=True, help="the HTML file to write")
-    p.add_argument("--runs")
 
-    p = add("runs", cmd_runs, "list runs")
-    p.add_argument("--runs")
-    p.add_argument("--json", action="store_true")
+    p = add("runs", cmd_runs, "list runs", runs, as_json)
 
     p = add("demo-data", cmd_demo_data, "write the synthetic demo data set")
     p.add_argument("--out")
@@ -466,26 +460,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder to create (default: ~/data/chest_xray)")
     p.add_argument("--sha256", help="expected SHA-256 of the zip at --source URL")
 
-    p = add("explore", cmd_explore, "what the Dataset page shows: balance, patients, leakage, image sizes")
+    p = add("explore", cmd_explore, "what the Dataset page shows: balance, patients, leakage, image sizes", as_json)
     p.add_argument("--data")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--sample", type=int, default=300, help="images whose headers are read for sizes")
-    p.add_argument("--json", action="store_true")
 
-    p = add("compare", cmd_compare, "what the Compare page shows: metrics with intervals, McNemar for two runs")
+    p = add("compare", cmd_compare, "what the Compare page shows: metrics with intervals, McNemar for two runs", runs, as_json)
     p.add_argument("runs_to_compare", nargs="+", metavar="RUN")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--on", default=OWN, metavar="SOURCE",
                    help="which evaluation: own (each run's own split, the default) or a folder key from `runs --json`")
-    p.add_argument("--runs")
-    p.add_argument("--json", action="store_true")
 
-    p = add("worker", cmd_worker, "train queued runs until none are left")
-    p.add_argument("--runs")
+    p = add("worker", cmd_worker, "train queued runs until none are left", runs)
 
-    p = add("cancel", cmd_cancel, "stop a queued or running run")
+    p = add("cancel", cmd_cancel, "stop a queued or running run", runs)
     p.add_argument("run")
-    p.add_argument("--runs")
     return root
 
 
