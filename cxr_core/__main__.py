@@ -54,19 +54,13 @@ def _store(args):
 
 
 def cmd_info(args) -> int:
-    from . import data
+    from . import data, explore
 
     scan = data.scan_folder(_data_arg(args.data))
     split = data.assign_splits(scan.manifest, seed=args.seed)
     summary = data.split_summary(split)
-    counts = scan.manifest["class_name"].value_counts().to_dict()
     info = {
-        "root": str(scan.root),
-        "synthetic": scan.synthetic,
-        "images": int(len(scan.manifest)),
-        "classes": {k: int(v) for k, v in counts.items()},
-        "official_splits": {k: int(v) for k, v in scan.manifest["source_split"].value_counts().items()},
-        "skipped": scan.skipped,
+        **explore.dataset_summary(scan),  # what the Home page shows
         "splits": summary.to_dict(orient="records"),
         "patient_overlap": data.patient_overlap(split),
         "leakage": data.leakage_report(split),
@@ -76,8 +70,9 @@ def cmd_info(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"{info['root']}{'  (SYNTHETIC demo data)' if scan.synthetic else ''}")
-    print(f"{info['images']} images: " + ", ".join(f"{k} {v}" for k, v in sorted(info["classes"].items())))
-    print("official folders: " + ", ".join(f"{k} {v}" for k, v in info["official_splits"].items()))
+    print(f"{info['images']} images of {info['patients']} patients: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(info["classes"].items())))
+    print("official folders: " + ", ".join(f"{k} {v}" for k, v in info["official_splits"].items() if v))
     if scan.skipped:
         print("skipped: " + ", ".join(f"{v} {k}" for k, v in scan.skipped.items()))
     print(f"\nsplits used for training (by patient, seed {args.seed}):")
