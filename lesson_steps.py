@@ -15,7 +15,7 @@ import plotly.express as px
 import streamlit as st
 
 import dashboard
-from cxr_core import calibration, data, evaluate, explore, figures, images, jobs, lesson, reference
+from cxr_core import calibration, data, evaluate, explore, figures, heatmap, images, jobs, lesson, reference
 from cxr_core.config import UserError, default_settings
 from cxr_core.store import RunStore
 
@@ -233,31 +233,23 @@ def shortcuts(ctx: Context) -> None:
                          occlusions=missing)
 
 
-@st.cache_resource(max_entries=2, show_spinner="Randomizing a copy of the model...")
-def _random_copy(run_id: str, root: str, key: str):
-    from cxr_core import explain
-
-    return explain.randomized_copy(dashboard.loaded_run(run_id, RunStore(root)).model)
-
-
 def saliency(ctx: Context) -> None:
     run = pick_run(ctx, "lesson_saliency_run")
     pred = dashboard.predictions(run.run_id, "test", ctx.store) if run else None
     if pred is None or pred.empty:
         return
-    explain = dashboard.tensorflow()
     names = pred.sort_values("probability", ascending=False)["path"].head(12).tolist()
     picked = st.selectbox("Image (the run's most confident PNEUMONIA calls)", names, key="lesson_saliency_image")
     path = str(data.resolve_root(run.settings["data_dir"], require_train=False) / picked)
-    loaded = dashboard.loaded_run(run.run_id, ctx.store)
-    pixels = images.load_for_model(path, loaded.image_size)
-    label = "PNEUMONIA" if float(pred.set_index("path").loc[picked, "probability"]) >= loaded.threshold else "NORMAL"
-    random_model = _random_copy(run.run_id, str(ctx.store.root), dashboard.inference.model_key(run.run_id, ctx.store))
-    maps = lesson.sanity_maps(loaded.model, random_model, pixels, label)
+    threshold = ctx.store.threshold(run.run_id)
+    label = "PNEUMONIA" if float(pred.set_index("path").loc[picked, "probability"]) >= threshold else "NORMAL"
+    # Both maps come from the predictor process: the server never loads TensorFlow.
+    with st.spinner("Computing both heat maps..."):
+        maps = dashboard.predictor().sanity_maps(run.run_id, str(ctx.store.root), path, label)
     gray = images.read_image_file(path)
     cols = st.columns(2)
-    cols[0].image(explain.heatmap_image(gray, maps["trained"]), caption=f"trained model: evidence for {label}")
-    cols[1].image(explain.heatmap_image(gray, maps["randomized"]), caption="the same network, random weights")
+    cols[0].image(heatmap.heatmap_image(gray, maps["trained"]), caption=f"trained model: evidence for {label}")
+    cols[1].image(heatmap.heatmap_image(gray, maps["randomized"]), caption="the same network, random weights")
     similarity = maps["similarity"]
     st.metric("Rank correlation of the two maps (Spearman)", "n/a (a flat map)" if np.isnan(similarity) else f"{similarity:.2f}",
               help="Near 1: the map hardly depends on what the model learnt.")

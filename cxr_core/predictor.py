@@ -88,10 +88,17 @@ class Predictor:
         """inference.analyse() of an upload by one run, computed in the predictor process.
 
         Raises ImageDecodeError (a bad file) or UserError (an unusable run) as they were raised there."""
+        return self._ask(("analyse", run_id, str(runs_root), content, name), timeout)
+
+    def sanity_maps(self, run_id: str, runs_root: str, path: str, label: str, timeout: float = 300.0) -> dict:
+        """lesson.sanity_maps() of one image file: Grad-CAM of the run's model and of a random-weight copy."""
+        return self._ask(("sanity", run_id, str(runs_root), str(path), label), timeout)
+
+    def _ask(self, request: tuple, timeout: float):
         with self._connect() as connection:
-            connection.send(("analyse", run_id, str(runs_root), content, name))
+            connection.send(request)
             if not connection.poll(timeout):
-                raise RuntimeError(f"no prediction within {timeout:.0f}s")
+                raise RuntimeError(f"no answer from the prediction process within {timeout:.0f}s")
             status, payload = connection.recv()
         if status == "ok":
             return payload
@@ -142,13 +149,25 @@ def _loaded(cache: OrderedDict, run_id: str, runs_root: str):
 
 
 def _answer(cache: OrderedDict, request) -> tuple:
+    from . import images
     from .inference import analyse
 
     try:
-        verb, run_id, runs_root, content, name = request
-        if verb != "analyse":
-            raise ValueError(f"unknown request {verb!r}")
-        return "ok", analyse(_loaded(cache, run_id, runs_root), content, name)
+        verb, run_id, runs_root, *rest = request
+        loaded = _loaded(cache, run_id, runs_root)
+        if verb == "analyse":
+            content, name = rest
+            return "ok", analyse(loaded, content, name)
+        if verb == "sanity":
+            from . import explain, lesson
+
+            path, label = rest
+            key = ("randomized", runs_root, run_id, id(loaded.model))
+            if key not in cache:  # one random copy per loaded model: the same map every time it is asked
+                cache[key] = explain.randomized_copy(loaded.model)
+            pixels = images.load_for_model(path, loaded.image_size)
+            return "ok", lesson.sanity_maps(loaded.model, cache[key], pixels, label)
+        raise ValueError(f"unknown request {verb!r}")
     except Exception as error:  # any failure goes back to the page, and the process serves on
         kind = type(error).__name__ if type(error).__name__ in _ERRORS else "RuntimeError"
         message = str(error) if kind in _ERRORS else f"{type(error).__name__}: {error}"
