@@ -110,7 +110,8 @@ def command_line(argv: list[str] | None = None) -> str:
 
 def project_relative(path) -> str:
     """A path as seen from the project root: results must not name this machine's absolute folders."""
-    return os.path.relpath(Path(path).expanduser().resolve(), PROJECT_ROOT)
+    # abspath, not resolve(): a data folder reached through a symlink keeps the name it was given.
+    return os.path.relpath(os.path.abspath(Path(path).expanduser()), PROJECT_ROOT)
 
 
 def git_state(root: Path = PROJECT_ROOT) -> dict:
