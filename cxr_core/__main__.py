@@ -3,6 +3,7 @@
     python -m cxr_core info      --data DIR [--json]
     python -m cxr_core train     --data DIR --model NAME [--epochs N] [--image-size PX]
                                  [--weights imagenet|none|PATH] [--seed S] [--runs DIR]
+                                 [--zoom-in F] [--patience N] [--label-smoothing F]
                                  [--threshold-rule sensitivity|youden]
     python -m cxr_core evaluate  RUN --split test [--data DIR] [--occlude lungs|outside] [--runs DIR] [--json]
     python -m cxr_core predict   RUN FILE... [--runs DIR] [--json]
@@ -18,8 +19,9 @@
                                  (the real data set; prints the CXR_DATA_DIR line last)
     python -m cxr_core explore   --data DIR [--json]     (what the Dataset page shows)
     python -m cxr_core compare   RUN RUN... [--split test] [--on SOURCE] [--json]   (what the Compare page shows)
-    python -m cxr_core worker    [--runs DIR]        (trains queued runs; the dashboard starts it)
+    python -m cxr_core worker    [--runs DIR]        (trains queued runs, then queued evaluations)
     python -m cxr_core cancel    RUN [--runs DIR]
+    python -m cxr_core --verbose COMMAND ...         (with TensorFlow's own start-up lines)
 
 Errors a person can fix print one line to stderr and exit 2; `predict` exits 1
 when any file could not be read.
