@@ -8,15 +8,17 @@ Not for clinical use.
 
 import streamlit as st
 
-import dashboard
 from cxr_core import explore
+from cxr_core.store import ACTIVE_STATES, RunState
+from ui import data_sets, navigation, runs as ui_runs
+from ui.texts import DEMO_LABEL, NOT_CLINICAL, SYNTHETIC_NOTE
 
 st.set_page_config(page_title="Chest X-ray pneumonia study", page_icon=":material/pulmonology:", layout="wide")
 
 
 def home() -> None:
     st.title("Chest X-ray pneumonia study")
-    st.error(dashboard.NOT_CLINICAL, icon=":material/medical_information:")
+    st.error(NOT_CLINICAL, icon=":material/medical_information:")
     st.markdown(
         "This dashboard teaches and studies how convolutional networks detect pneumonia on pediatric chest "
         "X-rays (the Kermany 2018 data set, known on Kaggle as *Chest X-Ray Images (Pneumonia)*). Browse the "
@@ -24,10 +26,10 @@ def home() -> None:
         "where a model looks when it calls an X-ray PNEUMONIA.")
 
     st.subheader("Active data set")
-    scan, split = dashboard.require_data()
+    scan, split = data_sets.require()
     summary = explore.dataset_summary(scan)
     if summary["synthetic"]:
-        st.warning(f"**{dashboard.DEMO_LABEL}.** {dashboard.SYNTHETIC_NOTE} Choose a real folder in the "
+        st.warning(f"**{DEMO_LABEL}.** {SYNTHETIC_NOTE} Choose a real folder in the "
                    "sidebar when one is configured (CXR_DATA_DIR), or fetch the real data set (Kermany 2018, "
                    "CC BY 4.0) with the command below; its last line is the CXR_DATA_DIR setting to use.",
                    icon=":material/science:")
@@ -45,10 +47,10 @@ def home() -> None:
                   if summary["skipped"] else ""))
 
     st.subheader("Runs")
-    store = dashboard.run_store()
+    store = ui_runs.store()
     runs = store.list()
-    finished = [r for r in runs if r.state == "done"]
-    active = [r for r in runs if r.state in ("queued", "running")]
+    finished = [r for r in runs if r.state == RunState.DONE]
+    active = [r for r in runs if r.state in ACTIVE_STATES]
     cols = st.columns(3)
     cols[0].metric("Runs", len(runs))
     cols[1].metric("Finished", len(finished))
@@ -56,7 +58,7 @@ def home() -> None:
     if not runs:
         st.info("No runs yet. Start on the Train page: one click trains the regularized CNN on this data set "
                 "in a few minutes on a laptop CPU.")
-    elif any(r.state == "running" for r in active):
+    elif any(r.state == RunState.RUNNING for r in active):
         st.info("A model is training now; watch it on the Train page.")
 
     st.subheader("Where to start")
@@ -68,7 +70,7 @@ def home() -> None:
 
 
 # Streamlit treats a pages/ folder as its old multipage layout until a session has called
-# st.navigation; each page calls dashboard.entry_guard() so that a deep link opened first
+# st.navigation; each page calls ui.navigation.entry_guard() so that a deep link opened first
 # after a restart comes through this script instead of running the page without it.
 dataset_page = st.Page("pages/1_dataset.py", title="Dataset", icon=":material/photo_library:", url_path="dataset")
 train_page = st.Page("pages/2_train.py", title="Train", icon=":material/model_training:", url_path="train")
@@ -78,10 +80,10 @@ lesson_page = st.Page("pages/5_lesson.py", title="Lesson", icon=":material/schoo
 page = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
                       lesson_page, dataset_page, train_page, compare_page, predict_page])
 
-dashboard.data_chooser()
+data_sets.chooser()
 st.sidebar.caption("Not for clinical use. Teaching and research only.")
-st.session_state[dashboard.ENTRY_FLAG] = True
-asked_for, query = st.session_state.pop(dashboard.DEEP_LINK, (None, None))
+st.session_state[navigation.ENTRY_FLAG] = True
+asked_for, query = st.session_state.pop(navigation.DEEP_LINK, (None, None))
 by_file = {"1_dataset.py": dataset_page, "2_train.py": train_page, "3_compare.py": compare_page,
            "4_predict.py": predict_page, "5_lesson.py": lesson_page}
 if asked_for in by_file:

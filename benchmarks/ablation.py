@@ -29,12 +29,11 @@ import time
 from pathlib import Path
 
 import common
-from cxr_core.config import default_settings
+from cxr_core.config import METRIC_LABELS as LABELS, METRICS
 
 MODEL = "regularized_cnn"
-DEFAULT_TEST = common.PROJECT_ROOT.parent / "shared" / "data" / "chest_xray_test_dev"
-METRICS = ("accuracy", "sensitivity", "specificity", "macro_f1", "auc")
-METRIC_LABELS = ("accuracy", "sensitivity", "specificity", "macro F1", "AUC")
+DEFAULT_TEST = common.DEFAULT_TEST_DATA
+METRIC_LABELS = tuple(LABELS[m] for m in METRICS)
 
 # name -> (what it changes, extra `train` flags). "defaults" is the shipped recipe;
 # each other row changes one thing, so its difference to "defaults" is that thing's worth.

@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -42,7 +41,6 @@ from cxr_core import jobs  # noqa: E402
 from cxr_core.config import default_settings  # noqa: E402
 from cxr_core.store import RunStore  # noqa: E402
 
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # Heading that proves each page's own script has rendered, keyed by the sidebar label.
 PAGES = {"Home": "Chest X-ray pneumonia study", "Dataset": "Dataset explorer", "Compare": "Compare runs",
          "Predict": "Predict"}
@@ -52,28 +50,6 @@ IDLE = ("() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('
 
 
 # ---------------------------------------------------------------- the server and its training
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"streamlit did not answer within {timeout:.0f}s")
 
 
 def train_tiny(env: dict, runs: Path) -> str:
@@ -229,7 +205,7 @@ async def classroom(url: str, sessions: int, xray: Path, ramp_s: float, timeout_
     if chromium is None:
         raise RuntimeError("no chromium on the PATH (apt-get install chromium)")
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
+        browser = await playwright.chromium.launch(executable_path=chromium, args=common.BROWSER_ARGS)
         try:
             delays = [ramp_s * i / max(sessions - 1, 1) for i in range(sessions)]
             walks = [student(browser, i, url, xray, delays[i], int(timeout_s * 1000), steps) for i in range(sessions)]
@@ -300,7 +276,7 @@ def main(argv=None) -> int:
             store = RunStore(work / "runs")
             run_id, worker = queue_long_run(store, data_dir)
             cleanup.callback(stop_training, store, run_id, worker)
-            port = free_port()
+            port = common.free_port()
             log = cleanup.enter_context(open(work / "streamlit.log", "wb"))
             server = subprocess.Popen(
                 [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -309,7 +285,7 @@ def main(argv=None) -> int:
                 cwd=common.PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             cleanup.callback(stop_process_group, server)
             url, server_pid = f"http://127.0.0.1:{port}", server.pid
-            wait_healthy(url, server)
+            common.wait_healthy(url, server)
             print("waiting for the background run to train", file=sys.stderr, flush=True)
             wait_training(store, run_id)
             result["training_alone_batches_per_s"] = training_rate(store, run_id, args.baseline_s)

@@ -6,7 +6,6 @@ Not a script; `benchmarks/quality.py` and `benchmarks/speed.py` import it.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import re
@@ -23,6 +22,8 @@ if str(PROJECT_ROOT) not in sys.path:  # run as `python benchmarks/x.py` from an
 from cxr_core.store import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "chest_xray"
+# Half of the official test split: the shifted distribution every quality figure is measured on.
+DEFAULT_TEST_DATA = PROJECT_ROOT.parent / "shared" / "data" / "chest_xray_test_dev"
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 # Ignored by git (.gitignore): the benchmark's own run store, logs and scratch folders.
 WORK_DIR = PROJECT_ROOT / "benchmarks" / "out"
@@ -307,3 +308,39 @@ class StackSampler:
 
         return {"samples": self.samples, "interval_s": self.interval,
                 "inclusive_project": share(self.inclusive), "self": share(self.own)}
+
+
+# ---------------------------------------------------------------- a dashboard server for Chromium
+
+# Chromium as root in a container: no sandbox, no GPU, nothing fetched in the background.
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 120.0, log: Path | None = None) -> None:
+    """Block until a `streamlit run` at url answers its health check; raise (with the log's tail) if
+    the server exits or does not answer in time."""
+    import urllib.request
+
+    def tail() -> str:
+        return f":\n{log.read_text()[-3000:]}" if log is not None and log.is_file() else ""
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {server.returncode}{tail()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"streamlit did not answer within {timeout:.0f}s{tail()}")
+

@@ -20,7 +20,7 @@ from cxr_core import data as data_mod
 from cxr_core.config import CLASSES, default_settings
 
 ENTRY = common.PROJECT_ROOT / "benchmarks" / "speed.py"
-DEFAULT_TEST_DATA = common.PROJECT_ROOT.parent / "shared" / "data" / "chest_xray_test_dev"
+DEFAULT_TEST_DATA = common.DEFAULT_TEST_DATA
 SEED_RECIPE = {"image_size": 180, "epochs": 10, "batch_size": 32, "learning_rate": 1e-3, "color": "rgb",
                "threshold": 0.5}
 BATCH = 32

@@ -7,26 +7,15 @@ no browser). Each child's peak is the kernel's high-water mark (wait4 ru_maxrss 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import common
 from speed_data import child_command
 from speed_ours import train_ours
 from speed_pages import discover_pages, make_page_store, page_env
-
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def proc_memory(pid: int) -> dict:
     fields = {}
@@ -47,7 +36,7 @@ def dashboard_memory_browser(ctx, store: Path) -> dict:
 
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     app = ctx.args.app.resolve()
-    port = free_port()
+    port = common.free_port()
     log = open(ctx.work / "streamlit.log", "w")
     env = common.cli_env(**page_env(ctx, store))
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
@@ -56,17 +45,9 @@ def dashboard_memory_browser(ctx, store: Path) -> dict:
     visited = []
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("streamlit did not start; see streamlit.log")
-                time.sleep(0.5)
+        common.wait_healthy(url, server, timeout=60, log=ctx.work / "streamlit.log")
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
+            browser = pw.chromium.launch(executable_path=chromium, args=common.BROWSER_ARGS)
             page = browser.new_page()
             started = time.perf_counter()
             page.goto(url)

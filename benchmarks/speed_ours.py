@@ -24,7 +24,8 @@ def product_predictions(settings, data_dir: str, dev_dir: str):
     """
     from cxr_core import data as data_mod
     from cxr_core import evaluate, pipeline
-    from cxr_core.train import predict_rows, prepare_data
+    from cxr_core.inference import predict_rows
+    from cxr_core.train import prepare_data
 
     prepared = {}
 
@@ -35,7 +36,7 @@ def product_predictions(settings, data_dir: str, dev_dir: str):
             dev = data_mod.scan_folder(dev_dir, require_train=False).manifest
             dev = dev[dev.source_split == "test"]
             dev_cache = pipeline.build_cache(dev["path"].tolist(), settings.image_size)
-            dev = pipeline.readable(dev, dev_cache)
+            dev = pipeline.with_cache_rows(dev, dev_cache)
             prepared.update(val=(cache, val["row"], val["label"].to_numpy()),
                             dev=(dev_cache, dev["row"], dev["label"].to_numpy()))
         return prepared

@@ -50,7 +50,7 @@ def latency(call, calls: int, profile: bool = False) -> dict:
 def section_predict(ctx) -> dict:
     import keras
 
-    from cxr_core import explain, images, inference
+    from cxr_core import explain, heatmap, images, inference
     from cxr_core.models import build_model
 
     upload = upload_jpeg(ctx.split)
@@ -68,7 +68,7 @@ def section_predict(ctx) -> dict:
 
         def heat_map():
             pixels = images.load_for_model(upload, loaded.image_size, name="upload.jpg")
-            return explain.overlay(pixels[..., 0], explain.gradcam(model, pixels))
+            return heatmap.overlay(pixels[..., 0], explain.gradcam(model, pixels))
 
         results["models"][name] = {
             "image_size": settings.image_size,
@@ -78,5 +78,5 @@ def section_predict(ctx) -> dict:
         }
         row = results["models"][name]
         print(f"  {name}: predict p95 {row['predict']['p95_ms']:.0f} ms, Grad-CAM p95 {row['gradcam']['p95_ms']:.0f} ms", flush=True)
-    results["gradcam_what"] = "decode + preprocess the upload, explain.gradcam, explain.overlay at model size"
+    results["gradcam_what"] = "decode + preprocess the upload, explain.gradcam, heatmap.overlay at model size"
     return results

@@ -37,7 +37,7 @@ def scale_child(spec: dict) -> None:
     started = time.perf_counter()
     cache = pipeline.build_cache(split["path"].tolist(), spec["image_size"])
     decode_s = time.perf_counter() - started
-    frame = pipeline.readable(split, cache)
+    frame = pipeline.with_cache_rows(split, cache)
     train = frame[frame.split == "train"]
     # TensorFlow's one-off start-up (runtime, first graph) is not the pipeline's throughput.
     warm_up = pipeline.make_dataset(cache, train["row"].iloc[:BATCH], train["label"].iloc[:BATCH], batch_size=BATCH,

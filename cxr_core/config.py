@@ -19,6 +19,12 @@ from pathlib import Path
 CLASSES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 # How a run's decision threshold can be chosen on validation (see evaluate.choose_threshold).
 THRESHOLD_RULES: tuple[str, ...] = ("sensitivity", "youden")
+# The study's figures of merit, in the order every table shows them (keys of an evaluation's JSON).
+METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "macro_f1", "auc")
+METRIC_LABELS = {"accuracy": "accuracy", "sensitivity": "sensitivity", "specificity": "specificity",
+                 "macro_f1": "macro F1", "auc": "AUC"}
+# The short list run tables show.
+HEADLINE_METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "auc")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

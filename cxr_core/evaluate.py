@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import (average_precision_score, confusion_matrix, precision_recall_curve,
                              precision_recall_fscore_support, roc_auc_score, roc_curve)
 
-from .config import CLASSES, THRESHOLD_RULES
+from .config import CLASSES, METRICS, THRESHOLD_RULES
 
 MAX_CURVE_POINTS = 200
 
@@ -174,7 +174,7 @@ def _bootstrap_ci(y, p, pred, n_boot: int, seed: int, groups=None) -> dict:
     stats = _from_counts(tn, fp, fn, tp)
     stats["auc"] = _bootstrap_auc(y, p, weights)
     ci = {}
-    for name in ("accuracy", "sensitivity", "specificity", "macro_f1", "auc"):
+    for name in METRICS:
         values = stats[name][np.isfinite(stats[name])]  # skip resamples where it is undefined
         ci[name] = np.percentile(values, [2.5, 97.5]).tolist() if values.size else None
     return ci

@@ -22,7 +22,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .heatmap import heatmap_image, overlay  # noqa: F401  explain.overlay and explain.heatmap_image are their public names
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
@@ -188,6 +187,7 @@ def write_heatmap(loaded, source, out, *, label: str, randomized: bool = False, 
     from PIL import Image
 
     from .config import CLASSES
+    from .heatmap import heatmap_image
     from .images import preprocess, read_image_file
 
     gray = read_image_file(source, target_size=loaded.image_size)

@@ -18,12 +18,42 @@ from .config import CLASSES
 CLASS_COLORS = {"NORMAL": "#2b6cb0", "PNEUMONIA": "#c53030"}
 
 
-
 def counts_figure(summary: pd.DataFrame) -> go.Figure:
     fig = px.bar(summary, x="split", y="images", color="class_name", barmode="group", text="images",
                  category_orders={"class_name": list(CLASSES)},
                  color_discrete_map=CLASS_COLORS, hover_data=["patients"], labels={"class_name": "class"})
     return fig.update_layout(height=320, margin=dict(t=30, b=10))
+
+
+def per_patient_figure(per_patient: pd.DataFrame) -> go.Figure:
+    """explore.images_per_patient() as grouped bars: how many children have 1, 2, 3... images."""
+    fig = px.bar(per_patient, x="images_per_patient", y="patients", color="class_name", barmode="group",
+                 color_discrete_map=CLASS_COLORS,
+                 labels={"images_per_patient": "images per patient", "class_name": "class"})
+    return fig.update_layout(height=300, margin=dict(t=30, b=10))
+
+
+def sizes_figure(sizes: pd.DataFrame) -> go.Figure:
+    """explore.image_size_table(): width against height, by class."""
+    fig = px.scatter(sizes, x="width", y="height", color="class_name", opacity=0.6,
+                     color_discrete_map=CLASS_COLORS, labels={"class_name": "class"})
+    return fig.update_layout(height=320)
+
+
+def aspect_figure(sizes: pd.DataFrame) -> go.Figure:
+    """explore.image_size_table(): a histogram of aspect ratios, by class."""
+    fig = px.histogram(sizes, x="aspect", color="class_name", nbins=30, barmode="overlay",
+                       color_discrete_map=CLASS_COLORS,
+                       labels={"aspect": "aspect (width / height)", "class_name": "class"})
+    return fig.update_layout(height=320)
+
+
+def intensity_figure(appearance: dict) -> go.Figure:
+    """explore.class_appearance(): each class's share of pixels at each gray level."""
+    fig = go.Figure([go.Scatter(x=list(range(256)), y=appearance[c].histogram, name=c, line_color=CLASS_COLORS[c])
+                     for c in CLASSES])
+    return fig.update_layout(height=300, margin=dict(t=30, b=10), xaxis_title="gray level",
+                             yaxis_title="share of pixels", title="Pixel intensity")
 
 
 def confusion_figure(cm, title: str, normalized: bool = False) -> go.Figure:

@@ -3,7 +3,7 @@
 The dashboard's server draws the overlay (its opacity is a slider) while the
 heat map itself is computed in the predictor process (cxr_core/predictor.py),
 so this module must not import TensorFlow: the server would pay seconds for
-it and hold the interpreter lock meanwhile. `explain.overlay` is this function.
+it and hold the interpreter lock meanwhile. `predict --heatmap` (explain.write_heatmap) draws with it too.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ import pandas as pd
 from . import data as data_mod
 from . import images, ood, pipeline
 from .config import CLASSES, TrainSettings, UserError
-from .store import OWN, RunStore, evaluation_files, folder_key, occluded_source
+from . import evaluate
+from .store import OWN, RunStore, atomic_write_csv, atomic_write_json, evaluation_files, folder_key, occluded_source
 
 
 @dataclass
@@ -123,6 +124,17 @@ def predict_files(loaded: LoadedRun, files: list[str]) -> list[dict]:
     return results
 
 
+def unique_names(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """A batch's (name, content) pairs told apart: two uploads called image.jpg become image.jpg and
+    image.jpg (2), so every row of a batch table names one file."""
+    seen: dict[str, int] = {}
+    named = []
+    for name, content in files:
+        seen[name] = seen.get(name, 0) + 1
+        named.append((name if seen[name] == 1 else f"{name} ({seen[name]})", content))
+    return named
+
+
 def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *, recompute: bool = False,
                  occlusion: str | None = None) -> dict:
     """Evaluate a run on one split of its own data, or on another labelled folder.
@@ -136,8 +148,6 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
     with the lung box blacked out, or all but it, and stored apart under
     "<source>+occlude-<occlusion>": the shortcut test never replaces a plain evaluation.
     """
-    from .train import predict_rows, write_evaluation
-
     run = store.get(run_id)
     if split_name not in data_mod.SPLITS:
         raise UserError(f"unknown split {split_name!r}; use one of {', '.join(data_mod.SPLITS)}")
@@ -167,9 +177,31 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
         raise UserError(f"{len(missing)} images of the {split_name} split are missing under {root}, e.g. {missing[0]}; pass --data with the folder the run was trained on")
     loaded = load_run(run_id, store)
     cache = pipeline.build_cache(part["path"].tolist(), loaded.image_size, occlusion=occlusion)
-    part = pipeline.readable(part, cache)
+    part = pipeline.with_cache_rows(part, cache)
     prob = predict_rows(loaded.model, cache, part["row"])
     return write_evaluation(run.path, split_name, part, prob, loaded.threshold, root, source)
+
+
+def predict_rows(model, cache, rows, batch_size: int = 64) -> np.ndarray:
+    ds = pipeline.make_dataset(cache, rows, np.zeros(len(rows)), batch_size=batch_size, shuffle=False)
+    probs = [np.asarray(model(x, training=False)).reshape(-1) for x, _ in ds]
+    return np.concatenate(probs) if probs else np.zeros(0)
+
+
+def write_evaluation(run_path, split_name: str, part, prob: np.ndarray, threshold: float, root,
+                     source: str = OWN) -> dict:
+    """Score and store one split's predictions; intervals resample patients, not images."""
+    result = evaluate.evaluate_predictions(part["label"].to_numpy(), prob, threshold,
+                                           groups=part["patient_id"].to_numpy())
+    result.update(run=run_path.name, split=split_name, data_dir=str(root), source=source)
+    json_path, csv_path = evaluation_files(run_path, split_name, source)
+    atomic_write_json(json_path, result)
+    predictions = part[["path", "label", "patient_id", "kind"]].copy()
+    predictions["path"] = [os.path.relpath(p, root) if os.path.isabs(p) else p for p in predictions["path"]]
+    predictions["probability"] = prob
+    predictions["predicted"] = (prob >= threshold).astype(int)
+    atomic_write_csv(csv_path, predictions)
+    return result
 
 
 def _is_own_data(run, root: Path) -> bool:

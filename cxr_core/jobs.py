@@ -23,14 +23,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from .config import PROJECT_ROOT, TrainSettings, UserError
 from .quiet import import_tensorflow
-from .store import RunStore, atomic_write_json, read_json
+from .store import ACTIVE_STATES, RunState, RunStore, atomic_write_json, read_json
 
 LOCK_NAME = ".worker.lock"
 EVALUATIONS = ".evaluations"
@@ -49,7 +48,7 @@ def _acquire(store: RunStore, wait: bool = False):
 
 
 def _busy(store: RunStore) -> UserError:
-    running = [r.run_id for r in store.list() if r.state == "running"]
+    running = [r.run_id for r in store.list() if r.state == RunState.RUNNING]
     what = f"run {running[0]}" if running else "another run"
     return UserError(f"a training job is already running ({what}); wait for it or stop it first")
 
@@ -75,50 +74,14 @@ def worker_running(store: RunStore) -> bool:
 
 
 def queued(store: RunStore) -> list:
-    return sorted((r for r in store.list() if r.state == "queued"), key=lambda r: r.created)
-
-
-@contextmanager
-def _signals_cancel():
-    """While a job runs, SIGTERM and SIGINT end it as 'cancelled', whatever stage it is at.
-
-    train.fit installs its own flag for the epochs (it stops between batches);
-    this covers the rest of the job: decoding images, building the model, the
-    final evaluation and save. Without it a Stop during those stages killed
-    the process and left the run 'interrupted'.
-    """
-    from .train import Cancelled
-
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    fired = False
-
-    def handler(signum, frame):
-        nonlocal fired
-        if not fired:  # once: a second signal must not break the cleanup of the first
-            fired = True
-            raise Cancelled()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return sorted((r for r in store.list() if r.state == RunState.QUEUED), key=lambda r: r.created)
 
 
 def run_one(run_id: str, store: RunStore, echo=print) -> str:
     """Train one run in this process (the caller holds the worker lock); returns its final state."""
-    from .train import Cancelled, run_job
+    from .train import run_job
 
-    with _signals_cancel():
-        try:
-            return run_job(run_id, store, echo)
-        except Cancelled:  # the signal came before run_job's own handling began
-            store.set_status(run_id, state="cancelled", finished=time.time(), error="stopped by the user")
-            echo(f"run {run_id} cancelled")
-            return "cancelled"
+    return run_job(run_id, store, echo)
 
 
 def submit_evaluation(run_id: str, data_dir, store: RunStore | None = None, *, split: str = "test",
@@ -132,18 +95,18 @@ def submit_evaluation(run_id: str, data_dir, store: RunStore | None = None, *, s
 
     store = store or RunStore()
     run = store.get(run_id)
-    if run.state != "done":
+    if run.state != RunState.DONE:
         raise UserError(f"run {run_id} is {run.state}; only finished runs can be evaluated")
     root = str(data_mod.resolve_root(data_dir, require_train=False))
     for request in evaluation_requests(store):
         if (request["run"], request["data_dir"], request["split"], request.get("occlusion")) == \
-                (run_id, root, split, occlusion) and request["state"] in ("queued", "running"):
+                (run_id, root, split, occlusion) and request["state"] in ACTIVE_STATES:
             return request["id"]
     folder = store.root / EVALUATIONS
     folder.mkdir(parents=True, exist_ok=True)
     request_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
     atomic_write_json(folder / f"{request_id}.json", {"id": request_id, "run": run_id, "data_dir": root,
-                                                      "split": split, "occlusion": occlusion, "state": "queued",
+                                                      "split": split, "occlusion": occlusion, "state": RunState.QUEUED,
                                                       "created": time.time()})
     if start:
         spawn_worker(store)
@@ -163,8 +126,8 @@ def evaluation_requests(store: RunStore) -> list[dict]:
             continue
         if not isinstance(request, dict) or "run" not in request:
             continue
-        if request.get("state") == "running" and not pid_alive(request.get("pid")):
-            request["state"] = "interrupted"
+        if request.get("state") == RunState.RUNNING and not pid_alive(request.get("pid")):
+            request["state"] = RunState.INTERRUPTED
         requests.append(request)
     return sorted(requests, key=lambda r: r.get("created", 0))
 
@@ -175,25 +138,25 @@ def _update_request(store: RunStore, request: dict, **fields) -> None:
 
 
 def queued_evaluations(store: RunStore) -> list[dict]:
-    return [r for r in evaluation_requests(store) if r.get("state") == "queued"]
+    return [r for r in evaluation_requests(store) if r.get("state") == RunState.QUEUED]
 
 
 def run_evaluation(request: dict, store: RunStore, echo=print) -> str:
     """Score one queued evaluation request in this process; returns its final state."""
     from .inference import evaluate_run
 
-    _update_request(store, request, state="running", pid=os.getpid())
+    _update_request(store, request, state=RunState.RUNNING, pid=os.getpid())
     echo(f"evaluating {request['run']} on {request['data_dir']}")
     try:
         result = evaluate_run(request["run"], request["split"], store, request["data_dir"],
                               occlusion=request.get("occlusion"))
     except Exception as error:  # a bad folder or model must not stop the worker's queue
         message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-        _update_request(store, request, state="failed", error=message[:2000])
+        _update_request(store, request, state=RunState.FAILED, error=message[:2000])
         echo(f"evaluation {request['id']} failed: {message}")
-        return "failed"
-    _update_request(store, request, state="done", source=result.get("source"), finished=time.time())
-    return "done"
+        return RunState.FAILED
+    _update_request(store, request, state=RunState.DONE, source=result.get("source"), finished=time.time())
+    return RunState.DONE
 
 
 def work(store: RunStore, echo=print) -> list[str]:
@@ -228,7 +191,7 @@ def work(store: RunStore, echo=print) -> list[str]:
                 echo(f"training {run_id}")
                 state = run_one(run_id, store, echo)
                 trained.append(run_id)
-                if state == "cancelled" and os.environ.get("CXR_WORKER_STOP_ON_CANCEL", "0") == "1":
+                if state == RunState.CANCELLED and os.environ.get("CXR_WORKER_STOP_ON_CANCEL", "0") == "1":
                     return trained
         finally:
             handle.close()
@@ -281,7 +244,7 @@ def submit(settings: TrainSettings, data_dir, store: RunStore | None = None, *, 
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.exists():
         raise UserError(f"data folder {data_dir} does not exist")
-    run = store.new_run(settings.to_dict(), str(data_dir), state="queued")
+    run = store.new_run(settings.to_dict(), str(data_dir), state=RunState.QUEUED)
     if start:
         spawn_worker(store)
     return run.run_id
@@ -291,10 +254,10 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
     """Stop a run: queued runs are marked cancelled; a running one is sent SIGTERM."""
     store = store or RunStore()
     run = store.get(run_id)
-    if run.state == "queued":
-        store.set_status(run_id, state="cancelled", finished=time.time(), error="removed from the queue")
-        return "cancelled"
-    if run.state == "running":
+    if run.state == RunState.QUEUED:
+        store.set_status(run_id, state=RunState.CANCELLED, finished=time.time(), error="removed from the queue")
+        return RunState.CANCELLED
+    if run.state == RunState.RUNNING:
         try:
             os.kill(int(run.status["pid"]), signal.SIGTERM)
         except ProcessLookupError:
@@ -303,13 +266,30 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
     raise UserError(f"run {run_id} is {run.state}, not queued or running; nothing to stop")
 
 
+# A worker started moments ago may not hold its lock yet: this long after the oldest request, a
+# queue with no worker is stuck (say, after a server restart), not starting.
+WORKER_START_GRACE_S = 15.0
+
+
+def keep_queue_moving(store: RunStore, now: float | None = None) -> bool:
+    """Start a worker when runs or evaluations have waited WORKER_START_GRACE_S with none working.
+
+    Pages that show the queue call it on each refresh; True when it started one."""
+    created = [r.status.get("created") or 0 for r in queued(store)]
+    created += [r.get("created") or 0 for r in queued_evaluations(store)]
+    now = time.time() if now is None else now
+    if created and now - min(created) > WORKER_START_GRACE_S and not worker_running(store):
+        return spawn_worker(store) is not None
+    return False
+
+
 def wait(run_id: str, store: RunStore, timeout: float = 600.0, poll: float = 0.5) -> str:
     """Block until a run leaves queued/running (for scripts and tests); returns its state."""
     deadline = time.time() + timeout
     state = store.get(run_id).state
     while time.time() < deadline:
         state = store.get(run_id).state
-        if state not in ("queued", "running"):
+        if state not in ACTIVE_STATES:
             return state
         time.sleep(poll)
     raise TimeoutError(f"run {run_id} still {state} after {timeout:.0f}s")

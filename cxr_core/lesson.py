@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import MODEL_NAMES
+from .config import HEADLINE_METRICS, MODEL_NAMES
 from .store import OWN, split_source
 
 SCRATCH = ("baseline_cnn", "regularized_cnn")
@@ -101,7 +101,7 @@ def leakage_experiment(manifest: pd.DataFrame, *, image_size: int = 32, repeats:
 
     pool = manifest[manifest["source_split"].isin(["train", "val"])].reset_index(drop=True)
     cache = pipeline.build_cache(pool["path"].tolist(), image_size)
-    pool = pipeline.readable(pool, cache)
+    pool = pipeline.with_cache_rows(pool, cache)
     x = cache.read(pool["row"].to_numpy()).reshape(len(pool), -1).astype(np.float32) / 255.0
     y, groups = pool["label"].to_numpy(), pool["patient_id"].to_numpy()
     rows = []
@@ -151,7 +151,7 @@ def active_runs(store, data_dir) -> dict:
             if run.state in ("queued", "running") and _same_folder(run.settings.get("data_dir"), data_dir)}
 
 
-_COLUMNS = ("n", "accuracy", "sensitivity", "specificity", "auc")
+_COLUMNS = ("n", *HEADLINE_METRICS)
 
 
 def _row(label: str, evaluation: dict) -> dict:
@@ -160,7 +160,7 @@ def _row(label: str, evaluation: dict) -> dict:
 
 def shift_rows(run) -> pd.DataFrame:
     """One row per plain (not occluded) test evaluation of `run`: its own split first, then each folder."""
-    from .explore import evaluation_label
+    from .run_tables import evaluation_label
 
     rows = [_row(evaluation_label(("test", source)), run.evaluation("test", source))
             for source in run.evaluation_sources("test") if split_source(source)[1] is None]
@@ -169,7 +169,7 @@ def shift_rows(run) -> pd.DataFrame:
 
 def occlusion_rows(run) -> tuple[pd.DataFrame, list[str]]:
     """(rows for the own test split plain, without the lungs, with only the lungs; the occlusions not yet scored)."""
-    from .explore import evaluation_label
+    from .run_tables import evaluation_label
     from .images import OCCLUSIONS
     from .store import occluded_source
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from .config import DESCRIPTIONS, MODEL_NAMES, TrainSettings, UserError  # noqa: F401  (DESCRIPTIONS re-exported)
+from .config import MODEL_NAMES, TrainSettings, UserError
 
 
 # Where MobileNetV2 fine-tuning starts unfreezing: the last three inverted-residual blocks.

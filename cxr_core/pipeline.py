@@ -143,7 +143,7 @@ def make_dataset(cache: ImageCache, rows: np.ndarray, labels: np.ndarray, *, bat
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def readable(manifest: pd.DataFrame, cache: ImageCache) -> pd.DataFrame:
+def with_cache_rows(manifest: pd.DataFrame, cache: ImageCache) -> pd.DataFrame:
     """Manifest rows whose image decoded, with a `row` column into the cache."""
     frame = manifest.reset_index(drop=True).copy()
     frame["row"] = np.arange(len(frame))

@@ -22,8 +22,8 @@ import numpy as np
 import plotly.io as pio
 from PIL import Image
 
-from . import calibration, explore, figures, images
-from .config import UserError
+from . import calibration, figures, images, run_tables
+from .config import METRICS, UserError
 from .store import OWN, RunStore
 
 SETTINGS = ("model", "epochs", "image_size", "batch_size", "learning_rate", "augment", "class_weighting",
@@ -72,7 +72,7 @@ def _mistakes(run, evaluation: dict, predictions, limit: int = 4) -> str:
     root = evaluation.get("data_dir") or run.settings.get("data_dir", "")
     cells = []
     for cell in ("FN", "FP"):
-        for row in explore.confusion_cell(predictions, evaluation["threshold"], cell).head(limit).itertuples():
+        for row in run_tables.confusion_cell(predictions, evaluation["threshold"], cell).head(limit).itertuples():
             path = row.path if os.path.isabs(row.path) else os.path.join(root, row.path)
             try:
                 url = png_data_url(images.load_for_model(path, 160)[..., 0])
@@ -100,12 +100,12 @@ def build_report(run_ids: list[str], store: RunStore | None = None, *, split: st
         if evaluation is None:
             raise UserError(f"run {run.run_id} has no {split} evaluation on {source}; evaluate it first "
                             f"(`python -m cxr_core evaluate {run.run_id} --split {split}`)")
-        evaluations[explore.run_label(run)] = evaluation
-    by_label = {explore.run_label(run): run for run in runs}
+        evaluations[run_tables.run_label(run)] = evaluation
+    by_label = {run_tables.run_label(run): run for run in runs}
     preds = {label: stored_predictions(run.run_id, split, store, source) for label, run in by_label.items()}
     figure = _Figures()
     colors = figures.run_colors(evaluations)
-    where = explore.evaluation_label((split, source))
+    where = run_tables.evaluation_label((split, source))
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>Made {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by cxr_core. "
              "<b>Not for clinical use</b>: a teaching and research tool.</p>"]
@@ -127,9 +127,9 @@ def build_report(run_ids: list[str], store: RunStore | None = None, *, split: st
                           "minutes": round(run.status["duration"] / 60, 1) if run.status.get("duration") else None}
                          for label, run in by_label.items()]))
     parts.append(f"<h2>Metrics on the {html.escape(where)}</h2>")
-    table = explore.metrics_table(evaluations)
+    table = run_tables.metrics_table(evaluations)
     parts.append(_table([{"run": row["run"], "images": row["n"], "threshold": row["threshold"],
-                          **{m: _with_interval(row, m) for m in explore.METRICS}} for row in table.to_dict("records")]))
+                          **{m: _with_interval(row, m) for m in METRICS}} for row in table.to_dict("records")]))
     parts.append("<p>At each run's own threshold (chosen on validation). In brackets: 95% bootstrap intervals "
                  "(resampling patients). Sensitivity is the share of pneumonia caught, specificity the share of "
                  "healthy children cleared.</p>")
@@ -140,7 +140,7 @@ def build_report(run_ids: list[str], store: RunStore | None = None, *, split: st
     points = {label: {k: e.get(k) for k in ("threshold", "sensitivity", "specificity", "precision")}
               for label, e in evaluations.items()}
     parts.append(figure(figures.curves_figure(evaluations, points, colors)))
-    history = explore.history_frame(by_label)
+    history = run_tables.history_frame(by_label)
     if not history.empty:
         parts.append("<h2>Training curves</h2>" + figure(figures.history_figure(history, colors=colors)))
     parts.append("<h2>Calibration</h2>")

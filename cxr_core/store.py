@@ -33,6 +33,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import pandas as pd
@@ -46,9 +47,25 @@ OWN = "own"
 OCCLUDED = "+occlude-"
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")  # folder keys never hold "+", so OCCLUDED cannot be faked
 _SOURCE_CHARS = re.compile(r"[^A-Za-z0-9_.+-]+")
-FINISHED = "done"
-ACTIVE_STATES = ("queued", "running")
-STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class RunState(StrEnum):
+    """A run's state (and an evaluation request's). Members are strings: they compare equal to, and
+    serialise as, the words status.json holds."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # read as running, but its process is gone
+    BROKEN = "broken"  # files missing or unreadable
+
+
+FINISHED = RunState.DONE
+ACTIVE_STATES = (RunState.QUEUED, RunState.RUNNING)
+# What status.json may hold; INTERRUPTED and BROKEN are only ever read, never written.
+STATES = (RunState.QUEUED, RunState.RUNNING, RunState.DONE, RunState.FAILED, RunState.CANCELLED)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -209,7 +226,7 @@ class RunStore:
             raise UserError(f"invalid run id {run_id!r}")
         return path
 
-    def new_run(self, settings: dict, data_dir: str, state: str = "queued") -> Run:
+    def new_run(self, settings: dict, data_dir: str, state: str = RunState.QUEUED) -> Run:
         self.root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for _ in range(100):
@@ -246,15 +263,15 @@ class RunStore:
             if not isinstance(settings, dict) or not isinstance(status, dict) or "model" not in settings:
                 raise ValueError("settings.json or status.json is missing or not a run's")
         except (OSError, ValueError) as error:
-            return Run(path.name, path, "broken", {}, {}, error=f"unreadable run folder: {error}")
+            return Run(path.name, path, RunState.BROKEN, {}, {}, error=f"unreadable run folder: {error}")
         state = status.get("state")
         error = status.get("error")
         if state not in STATES:
-            state, error = "broken", f"status.json has no known state ({str(state)[:40]!r})"
-        elif state == "running" and not pid_alive(status.get("pid")):
-            state, error = "interrupted", "the training process died (killed or crashed) before finishing"
+            state, error = RunState.BROKEN, f"status.json has no known state ({str(state)[:40]!r})"
+        elif state == RunState.RUNNING and not pid_alive(status.get("pid")):
+            state, error = RunState.INTERRUPTED, "the training process died (killed or crashed) before finishing"
         elif state == FINISHED and not (path / "model.keras").is_file():
-            state, error = "broken", "model.keras is missing"
+            state, error = RunState.BROKEN, "model.keras is missing"
         return Run(path.name, path, state, settings, status, error=error)
 
     def list(self) -> list[Run]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import time
 import traceback
 
@@ -21,28 +20,12 @@ import numpy as np
 from . import data as data_mod
 from . import evaluate, pipeline
 from .config import TrainSettings, UserError
-from .store import OWN, RunStore, atomic_write_csv, atomic_write_json, evaluation_files
+from .cancellation import Cancellation, Cancelled, on_signals
+from .inference import predict_rows, write_evaluation
+from .store import RunState, RunStore, atomic_write_csv, atomic_write_json
 
 
-class Cancelled(Exception):
-    pass
-
-
-class _CancelFlag:
-    """Set by SIGTERM/SIGINT; checked between batches (TF cannot be interrupted mid-op safely)."""
-
-    def __init__(self):
-        self.set = False
-
-    def install(self):
-        def handler(signum, frame):
-            self.set = True
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        return lambda: [signal.signal(s, h) for s, h in previous.items()]
-
-
-def _progress_callback(store: RunStore, run_id: str, settings: TrainSettings, flag: _CancelFlag,
+def _progress_callback(store: RunStore, run_id: str, settings: TrainSettings, cancel: Cancellation,
                        steps_per_epoch: int, phase_offset: int, history: list, echo):
     import keras
 
@@ -56,7 +39,7 @@ def _progress_callback(store: RunStore, run_id: str, settings: TrainSettings, fl
             self.epoch_start = time.time()
 
         def on_train_batch_end(self, batch, logs=None):
-            if flag.set:
+            if cancel.requested:  # a batch boundary: the one place a Stop can end fit safely
                 self.model.stop_training = True
                 raise Cancelled()
             now = time.time()
@@ -93,18 +76,12 @@ def prepare_data(settings: TrainSettings, data_dir, echo=print):
     echo(f"images ready in {time.time() - started:.1f}s")
     if cache.failed:
         echo(f"warning: {len(cache.failed)} unreadable images left out, e.g. {next(iter(cache.failed.values()))}")
-    split = pipeline.readable(split, cache)
+    split = pipeline.with_cache_rows(split, cache)
     for name in ("train", "val"):
         labels = set(split.loc[split.split == name, "label"])
         if len(labels) < 2:
             raise UserError(f"the {name} split has only one class after splitting; add images of both classes")
     return scan, split, cache
-
-
-def predict_rows(model, cache, rows, batch_size: int = 64) -> np.ndarray:
-    ds = pipeline.make_dataset(cache, rows, np.zeros(len(rows)), batch_size=batch_size, shuffle=False)
-    probs = [np.asarray(model(x, training=False)).reshape(-1) for x, _ in ds]
-    return np.concatenate(probs) if probs else np.zeros(0)
 
 
 def device_strategy(echo=print):
@@ -134,8 +111,11 @@ def _compile(model, settings: TrainSettings, learning_rate: float, steps: int):
     )
 
 
-def fit(run_id: str, store: RunStore, echo=print, callbacks=()) -> None:
+def fit(run_id: str, store: RunStore, echo=print, callbacks=(), cancel: Cancellation | None = None) -> None:
     """Train the queued run `run_id` to the end; raises Cancelled or any error.
+
+    `cancel`: the job's Cancellation (cancellation.on_signals); a Stop during the
+    epochs takes effect at the next batch boundary.
 
     `callbacks`: extra Keras callbacks run after the job's own each epoch (the speed
     benchmark scores every epoch's model through one); the product passes none.
@@ -168,10 +148,9 @@ def fit(run_id: str, store: RunStore, echo=print, callbacks=()) -> None:
     store.set_status(run_id, device=device)
     with strategy.scope():  # variables created here are mirrored across GPUs
         model = build_model(settings, steps_per_epoch=steps)
-    flag = _CancelFlag()
-    restore = flag.install()
+    cancel = cancel or Cancellation()
     history: list[dict] = []
-    try:
+    with cancel.deferred():
         phases = [(settings.epochs, settings.learning_rate, False)]
         if settings.model == "mobilenetv2_finetune":
             head_epochs = max(1, settings.epochs // 3)
@@ -185,7 +164,7 @@ def fit(run_id: str, store: RunStore, echo=print, callbacks=()) -> None:
                 if unfreeze:
                     echo(f"fine-tuning: {unfreeze_top(model)} layers unfrozen")
                 _compile(model, settings, learning_rate, steps * epochs)
-            callbacks = [_progress_callback(store, run_id, settings, flag, steps, done_epochs, history, echo)]
+            callbacks = [_progress_callback(store, run_id, settings, cancel, steps, done_epochs, history, echo)]
             # Curves in the tool people already know. tf.summary needs the tensorboard package, which
             # TensorFlow 2.21 no longer installs: without it a run trains as before, without curves.
             if importlib.util.find_spec("tensorboard") is not None:
@@ -199,10 +178,6 @@ def fit(run_id: str, store: RunStore, echo=print, callbacks=()) -> None:
             model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
                       callbacks=callbacks, verbose=0, shuffle=False)
             done_epochs = len(history)
-    finally:
-        restore()
-    if flag.set:
-        raise Cancelled()
 
     val_prob = predict_rows(model, cache, val["row"])
     choice = evaluate.choose_threshold(val["label"].to_numpy(), val_prob, settings.target_sensitivity,
@@ -227,41 +202,28 @@ def fit(run_id: str, store: RunStore, echo=print, callbacks=()) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_evaluation(run_path, split_name: str, part, prob: np.ndarray, threshold: float, root,
-                     source: str = OWN) -> dict:
-    """Score and store one split's predictions; intervals resample patients, not images."""
-    result = evaluate.evaluate_predictions(part["label"].to_numpy(), prob, threshold,
-                                           groups=part["patient_id"].to_numpy())
-    result.update(run=run_path.name, split=split_name, data_dir=str(root), source=source)
-    json_path, csv_path = evaluation_files(run_path, split_name, source)
-    atomic_write_json(json_path, result)
-    predictions = part[["path", "label", "patient_id", "kind"]].copy()
-    predictions["path"] = [os.path.relpath(p, root) if os.path.isabs(p) else p for p in predictions["path"]]
-    predictions["probability"] = prob
-    predictions["predicted"] = (prob >= threshold).astype(int)
-    atomic_write_csv(csv_path, predictions)
-    return result
-
-
 def run_job(run_id: str, store: RunStore, echo=print, callbacks=()) -> str:
-    """Train a run and record how it ended: done, cancelled or failed. Returns the state."""
+    """Train a run and record how it ended: done, cancelled or failed. Returns the state.
+
+    SIGTERM and SIGINT cancel it at any stage (cancellation.on_signals)."""
     started = time.time()
-    store.set_status(run_id, state="running", pid=os.getpid(), started=started, epoch=0)
     try:
-        fit(run_id, store, echo, callbacks)
+        with on_signals() as cancel:
+            store.set_status(run_id, state=RunState.RUNNING, pid=os.getpid(), started=started, epoch=0)
+            fit(run_id, store, echo, callbacks, cancel)
     except Cancelled:
-        store.set_status(run_id, state="cancelled", finished=time.time(), error="stopped by the user")
+        store.set_status(run_id, state=RunState.CANCELLED, finished=time.time(), error="stopped by the user")
         echo(f"run {run_id} cancelled")
-        return "cancelled"
+        return RunState.CANCELLED
     except BaseException as error:  # a crash of any kind must still mark the run
         message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-        store.set_status(run_id, state="failed", finished=time.time(), error=message[:2000],
+        store.set_status(run_id, state=RunState.FAILED, finished=time.time(), error=message[:2000],
                          traceback=traceback.format_exc()[-4000:])
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
         if not isinstance(error, UserError):
             echo(traceback.format_exc())
         echo(f"run {run_id} failed: {message}")
-        return "failed"
-    store.set_status(run_id, state="done", finished=time.time(), duration=time.time() - started)
-    return "done"
+        return RunState.FAILED
+    store.set_status(run_id, state=RunState.DONE, finished=time.time(), duration=time.time() - started)
+    return RunState.DONE

@@ -1,38 +1,37 @@
 """Dataset explorer: counts, imbalance, patients, sample images, sizes and what each class looks like."""
 
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
-import dashboard
-from cxr_core import data, explore
+from cxr_core import data, explore, figures
 from cxr_core.config import CLASSES
+from ui import data_sets
+from ui.navigation import entry_guard
 
-dashboard.entry_guard(__file__)
+entry_guard(__file__)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def gallery(root: str, split, class_name, kind, n: int, seed: int):
-    return explore.sample_gallery(dashboard.load_split(root)[1], split=split, class_name=class_name,
+    return explore.sample_gallery(data_sets.load_split(root)[1], split=split, class_name=class_name,
                                   kind=kind, n=n, seed=seed)
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading image headers...")
 def sizes(root: str):
-    return explore.image_size_table(dashboard.load_split(root)[0].manifest, n=300)
+    return explore.image_size_table(data_sets.load_split(root)[0].manifest, n=300)
 
 
 @st.cache_data(max_entries=8, show_spinner="Averaging images per class...")
 def appearance(root: str):
-    return explore.class_appearance(dashboard.load_split(root)[0].manifest, per_class=80, image_size=128)
+    return explore.class_appearance(data_sets.load_split(root)[0].manifest, per_class=80, image_size=128)
 
 
 st.title("Dataset explorer")
 st.markdown("What the models learn from, and the traps in it: the classes are imbalanced, the official "
             "validation folder is tiny, and many children have several X-rays, so splits must go by patient.")
-scan, split = dashboard.require_data()
+scan, split = data_sets.require()
 root = str(scan.root)
-dashboard.data_caption(scan)
+data_sets.caption(scan)
 
 st.header("Counts per split and class")
 balance = explore.class_balance(split)
@@ -42,7 +41,7 @@ cols[0].metric("PNEUMONIA : NORMAL", f"{overall['PNEUMONIA'] / max(overall['NORM
 cols[1].metric("Accuracy of always answering PNEUMONIA", f"{overall['always_pneumonia_accuracy']:.1%}",
                help="A model that ignores the image scores this: the bar any model must clear.")
 cols[2].metric("Patients", f"{int(overall['patients']):,}")
-st.plotly_chart(dashboard.counts_figure(data.split_summary(split)), key="counts")
+st.plotly_chart(figures.counts_figure(data.split_summary(split)), key="counts")
 st.caption("Splits as training makes them (seed 42): the official test folder is kept, and validation is "
            "carved from train by patient, stratified by class. Missing folders are carved the same way.")
 st.dataframe(balance, hide_index=True, column_config={
@@ -52,28 +51,10 @@ st.dataframe(balance, hide_index=True, column_config={
 st.header("Patients and leakage")
 st.markdown("A child with pneumonia often has several X-rays. If one lands in train and another in test, the "
             "test score measures memory of that child, not skill: that is leakage.")
-leakage = data.leakage_report(split)
-naive = explore.naive_split_leakage(scan.manifest)
 left, right = st.columns(2)
-with left:
-    per_patient = explore.images_per_patient(split)
-    fig = px.bar(per_patient, x="images_per_patient", y="patients", color="class_name", barmode="group",
-                 color_discrete_map=dashboard.CLASS_COLORS,
-                 labels={"images_per_patient": "images per patient", "class_name": "class"})
-    st.plotly_chart(fig.update_layout(height=300, margin=dict(t=30, b=10)), key="per_patient")
-with right:
-    summary = ", ".join(f"{row['pair']} {row['shared_ids']}" for row in leakage)
-    if any(row["leakage"] for row in leakage):
-        st.error(f"Patients in two splits: {summary}.")
-    elif all(row["shared_ids"] == 0 for row in leakage):
-        st.success(f"Leakage check passed: no patient appears in two splits ({summary}).")
-    else:
-        st.success("Leakage check passed for the splits carved here: " + ", ".join(
-            f"{row['pair']} {row['shared_ids']}" for row in leakage if row["exact"]) + ".")
-        st.info(", ".join(f"{row['pair']}: {row['shared_ids']}" for row in leakage if not row["exact"]) + ". "
-                + data.OVERLAP_UNCERTAIN)
-    st.info("A random split by image instead would share "
-            f"{', '.join(f'{v} patients between {k}' for k, v in naive.items())}.")
+left.plotly_chart(figures.per_patient_figure(explore.images_per_patient(split)), key="per_patient")
+for level, sentence in explore.leakage_findings(data.leakage_report(split), explore.naive_split_leakage(scan.manifest)):
+    getattr(right, level)(sentence)
 
 st.header("Sample images")
 filters = st.columns([1, 1, 1, 1, 1])
@@ -88,15 +69,10 @@ sample = gallery(root, None if split_choice == "any" else split_choice, None if 
                  None if kind_choice == "any" else kind_choice, count, st.session_state.get("gallery_seed", 0))
 if sample.empty:
     st.info("No images match these filters (NORMAL images have no infection kind). Widen a filter.")
-grid = st.columns(6)
-for i, row in sample.iterrows():
-    pixels = dashboard.thumbnail(row["path"])
-    size = f"{row['width']:.0f}×{row['height']:.0f} px" if row["width"] == row["width"] else "unreadable"
-    caption = f"{row['file_name']} · {size} · {row['file_kb']:.0f} KB · {row['class_name']} ({row['split']})"
-    if pixels is None:
-        grid[i % 6].warning(caption)
-    else:
-        grid[i % 6].image(pixels, caption=caption)
+data_sets.thumbnail_grid(
+    (row["path"], f"{row['file_name']} · " + (f"{row['width']:.0f}×{row['height']:.0f} px · "
+                                              if row["width"] == row["width"] else "")
+     + f"{row['file_kb']:.0f} KB · {row['class_name']} ({row['split']})") for _, row in sample.iterrows())
 
 st.header("Image sizes and shapes")
 st.markdown("Real downloads range from about 400 to 3000 pixels a side with varied aspect ratios; every image "
@@ -109,13 +85,8 @@ elif table[["width", "height"]].nunique().max() == 1:
             "this copy was resized to one size (the demo set and the shared copy are).")
 else:
     left, right = st.columns(2)
-    left.plotly_chart(px.scatter(table, x="width", y="height", color="class_name", opacity=0.6,
-                                 color_discrete_map=dashboard.CLASS_COLORS, labels={"class_name": "class"})
-                      .update_layout(height=320), key="sizes")
-    right.plotly_chart(px.histogram(table, x="aspect", color="class_name", nbins=30, barmode="overlay",
-                                    color_discrete_map=dashboard.CLASS_COLORS,
-                                    labels={"aspect": "aspect (width / height)", "class_name": "class"})
-                       .update_layout(height=320), key="aspect")
+    left.plotly_chart(figures.sizes_figure(table), key="sizes")
+    right.plotly_chart(figures.aspect_figure(table), key="aspect")
     st.caption(f"From the headers of {len(table)} randomly chosen images.")
 
 st.header("What each class looks like on average")
@@ -126,7 +97,4 @@ cols = st.columns([1, 1, 2])
 for col, class_name in zip(cols, CLASSES):
     col.image(looks[class_name].mean_image, caption=f"mean {class_name} image ({looks[class_name].images} images)",
               width=256)
-hist = go.Figure([go.Scatter(x=list(range(256)), y=looks[c].histogram, name=c, line_color=dashboard.CLASS_COLORS[c])
-                  for c in CLASSES])
-cols[2].plotly_chart(hist.update_layout(height=300, margin=dict(t=30, b=10), xaxis_title="gray level",
-                                        yaxis_title="share of pixels", title="Pixel intensity"), key="histogram")
+cols[2].plotly_chart(figures.intensity_figure(looks), key="histogram")

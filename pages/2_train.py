@@ -4,26 +4,31 @@ from dataclasses import replace
 
 import streamlit as st
 
-import dashboard
-from cxr_core import explore, jobs
-from cxr_core.config import MODEL_NAMES, UserError, default_settings
-from cxr_core.config import DESCRIPTIONS
+from cxr_core import figures, jobs, run_tables
+from cxr_core.config import DESCRIPTIONS, HEADLINE_METRICS, MODEL_NAMES, UserError, default_settings
+from cxr_core.store import ACTIVE_STATES, RunState
+from ui import data_sets, runs as ui_runs
+from ui.navigation import entry_guard
 
-dashboard.entry_guard(__file__)
+entry_guard(__file__)
 st.title("Train")
 st.markdown("Pick a model and a recipe and launch it. Training runs in its own background process, one job at "
             "a time (the rest wait in a queue), so you can switch pages, refresh or close the browser while it "
             "learns. The curves show loss and accuracy on the training images and on held-out validation images.")
-scan, _ = dashboard.require_data()
-dashboard.data_caption(scan)
-store = dashboard.run_store()
+scan, _ = data_sets.require()
+data_sets.caption(scan)
+store = ui_runs.store()
 
 
 st.header("Launch a run")
 model = st.selectbox("Model", MODEL_NAMES, index=MODEL_NAMES.index("regularized_cnn"), key="train_model")
 st.info(DESCRIPTIONS[model], icon=":material/info:")
 defaults = default_settings(model)
-choices = dashboard.with_default
+
+
+def choices(options: list, default) -> list:
+    return sorted({*options, default})  # the model's default recipe is always among a widget's choices
+
 with st.form("recipe"):
     cols = st.columns(3)
     epochs = cols[0].number_input("Epochs", 1, 200, defaults.epochs, key=f"epochs_{model}",
@@ -50,7 +55,7 @@ with st.form("recipe"):
 if launch:
     settings = replace(defaults, epochs=int(epochs), batch_size=batch_size, learning_rate=learning_rate,
                        image_size=image_size, augment=augment, class_weighting=weighting, weights=weights)
-    ahead = len(jobs.queued(store)) + any(r.state == "running" for r in store.list())
+    ahead = len(jobs.queued(store)) + any(r.state == RunState.RUNNING for r in store.list())
     try:
         run_id = jobs.submit(settings, scan.root, store)
         st.success(f"Run {run_id} queued behind {ahead} other run(s)." if ahead else f"Run {run_id} started.")
@@ -71,36 +76,31 @@ note_col.caption("Queues the five models with their default recipes. The transfe
 @st.fragment(run_every="2s")
 def live_progress() -> None:
     runs = store.list()
-    running = [r for r in runs if r.state == "running"]
+    running = [r for r in runs if r.state == RunState.RUNNING]
     waiting = jobs.queued(store)
     for run in running:
-        progress = explore.training_progress(run)
-        st.subheader(f"Training {explore.run_label(run)}")
-        batch = f", batch {progress['batch']} of {progress['steps_per_epoch']}" if progress["steps_per_epoch"] else ""
-        text = (f"epoch {progress['epoch']} of {progress['epochs']}{batch}" if progress["epoch"] or batch
-                else "preparing: decoding and caching the images")
-        st.progress(progress["fraction"], text=text)
+        progress = run_tables.training_progress(run)
+        st.subheader(f"Training {run_tables.run_label(run)}")
+        st.progress(progress["fraction"], text=progress["text"])
         cols = st.columns(3)
-        cols[0].metric("Elapsed", dashboard.fmt_duration(progress["elapsed_s"]))
-        remaining = progress["remaining_s"]
-        cols[1].metric("Estimated remaining",
-                       "after epoch 1" if remaining is None else dashboard.fmt_duration(remaining))
+        cols[0].metric("Elapsed", progress["elapsed"])
+        cols[1].metric("Estimated remaining", progress["remaining"])
         if cols[2].button("Stop", key=f"stop_{run.run_id}", type="primary", icon=":material/stop:"):
             try:
                 jobs.cancel(run.run_id, store)
                 st.warning("Stopping: the current batch finishes, then the run is marked cancelled.")
             except UserError as error:  # it ended between the page drawing the button and the click
                 st.info(str(error))
-        history = explore.history_frame({explore.run_label(run): run})
+        history = run_tables.history_frame({run_tables.run_label(run): run})
         if history.empty:
             st.caption("The curves appear when the first epoch ends.")
         else:
-            st.plotly_chart(dashboard.history_figure(history), key=f"live_{run.run_id}")
+            st.plotly_chart(figures.history_figure(history), key=f"live_{run.run_id}")
     if not running:
         st.caption("No model is training right now.")
     for run in waiting:
         cols = st.columns([4, 1])
-        cols[0].write(f"Queued: **{explore.run_label(run)}** ({run.settings.get('epochs')} epochs)")
+        cols[0].write(f"Queued: **{run_tables.run_label(run)}** ({run.settings.get('epochs')} epochs)")
         if cols[1].button("Remove", key=f"dequeue_{run.run_id}"):
             try:
                 jobs.cancel(run.run_id, store)
@@ -112,12 +112,12 @@ def live_progress() -> None:
         st.info("No runs yet: launch one above. On the demo data a regularized CNN at 64 to 128 pixels trains "
                 "in a minute or two on a laptop CPU.")
     else:
-        st.dataframe(explore.runs_table(runs), hide_index=True, placeholder="–", column_config={
-            m: st.column_config.NumberColumn(format="%.3f") for m in ("accuracy", "sensitivity", "specificity", "auc")})
+        st.dataframe(run_tables.runs_table(runs), hide_index=True, placeholder="–", column_config={
+            m: st.column_config.NumberColumn(format="%.3f") for m in HEADLINE_METRICS})
         st.caption("Metrics are on the run's test split at the threshold chosen on validation. States: queued, "
                    "running, done, failed, cancelled, interrupted (the process died), broken (files missing or "
                    "unreadable).")
-    dashboard.keep_queue_moving(store)
+    jobs.keep_queue_moving(store)
     # When a run starts or ends between two timed reruns, rerun the whole page so the delete list follows.
     if st.session_state.get("train_signature") != signature(runs):
         st.rerun(scope="app")
@@ -132,7 +132,7 @@ st.session_state["train_signature"] = signature(store.list())
 live_progress()
 
 runs = store.list()
-deletable = [r.run_id for r in runs if r.state not in ("queued", "running")]
+deletable = [r.run_id for r in runs if r.state not in ACTIVE_STATES]
 if deletable:
     cols = st.columns([3, 1], vertical_alignment="bottom")
     target = cols[0].selectbox("Delete a run", deletable, key="delete_target")

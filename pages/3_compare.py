@@ -2,31 +2,46 @@
 
 import os
 
+import pandas as pd
 import streamlit as st
 
-import dashboard
-from cxr_core import data, evaluate, explore, reference, report
-from cxr_core.config import UserError
+from cxr_core import data, evaluate, figures, reference, report, run_tables
+from cxr_core.config import METRICS, UserError
 from cxr_core.store import OWN
+from ui import data_sets, runs as ui_runs
+from ui.navigation import entry_guard
+from ui.texts import DEMO_LABEL, SYNTHETIC_NOTE
 
-dashboard.entry_guard(__file__)
+entry_guard(__file__)
+
+
+def highlight_best(table: pd.DataFrame):
+    """The best value of each metric column in bold green (ties all marked); for Styler.apply."""
+    def column(shown: pd.Series) -> list[str]:
+        values = pd.to_numeric(table[shown.name], errors="coerce") if shown.name in METRICS else None
+        if values is None or values.notna().sum() < 2:
+            return [""] * len(shown)
+        return ["background-color: #c6f6d5; font-weight: bold" if v == values.max() else "" for v in values]
+    return column
+
+
 st.title("Compare runs")
 st.markdown("Put finished runs side by side on the same held-out images. Sensitivity is the share of pneumonia "
             "cases caught, specificity the share of healthy children correctly cleared; the intervals show how "
             "much each figure could move on another sample of images.")
-store = dashboard.run_store()
-finished = dashboard.finished_runs_or_stop(store, "No finished runs yet. Train a model first; it appears here when it is done.")
+store = ui_runs.store()
+finished = ui_runs.finished_or_stop(store, "No finished runs yet. Train a model first; it appears here when it is done.")
 
 cols = st.columns([1, 3])
 chosen = cols[1].multiselect("Runs", list(finished), default=list(finished)[:2], key="compare_runs")
-split, source = cols[0].selectbox("Evaluated on", explore.evaluation_choices([finished[label] for label in chosen]),
-                                  format_func=explore.evaluation_label, key="compare_on",
+split, source = cols[0].selectbox("Evaluated on", run_tables.evaluation_choices([finished[label] for label in chosen]),
+                                  format_func=run_tables.evaluation_label, key="compare_on",
                                   help="The run's own splits (carved from its training data) or another labelled "
                                        "folder it was scored on, such as the official test split.")
-dashboard.score_on_folder([finished[label] for label in chosen], store)
+ui_runs.score_on_folder([finished[label] for label in chosen], store)
 runs = {label: finished[label] for label in chosen if finished[label].evaluation(split, source)}
 if len(runs) < len(chosen):
-    st.warning(f"Left out (not scored on the {explore.evaluation_label((split, source))}): "
+    st.warning(f"Left out (not scored on the {run_tables.evaluation_label((split, source))}): "
                f"{', '.join(set(chosen) - set(runs))}.")
 if not runs:
     st.info("Choose at least one run above.")
@@ -35,15 +50,16 @@ if source == OWN:
     st.caption("Own splits are carved from the same folder the run trained on: in-distribution, they flatter "
                "every model. A folder like the official test split shows how a model meets new children.")
 evaluations = {label: run.evaluation(split, source) for label, run in runs.items()}
-preds = {label: dashboard.predictions(run.run_id, split, store, source) for label, run in runs.items()}
-if len(runs) > 1 and not explore.same_images([p for p in preds.values() if p is not None]):
+preds = {label: ui_runs.predictions(run.run_id, split, store, source) for label, run in runs.items()}
+if len(runs) > 1 and not run_tables.same_images([p for p in preds.values() if p is not None]):
     st.warning("These runs were evaluated on different images (another data folder or another split), so their "
                "differences mix up the models and the data. Compare runs trained on the same data set.")
 if any(run.status.get("synthetic") for run in runs.values()):
-    st.caption(f"Some of these runs were trained on the {dashboard.DEMO_LABEL}. {dashboard.SYNTHETIC_NOTE}")
+    st.caption(f"Some of these runs were trained on the {DEMO_LABEL}. {SYNTHETIC_NOTE}")
 
 st.header("Metrics")
-st.dataframe(dashboard.metrics_view(explore.metrics_table(evaluations)), hide_index=True)
+table = run_tables.metrics_table(evaluations)
+st.dataframe(run_tables.metrics_text(table).style.apply(highlight_best(table)), hide_index=True)
 st.caption("At each run's own threshold (chosen on validation for sensitivity of at least 0.95). In brackets: "
            "95% bootstrap intervals. The best value per column is highlighted.")
 st.download_button("Download report", icon=":material/download:", file_name="compare_report.html", mime="text/html",
@@ -52,7 +68,7 @@ st.download_button("Download report", icon=":material/download:", file_name="com
                    help="One HTML file with these runs, their settings, the data, intervals, figures and the date; "
                         "it opens without a network.")
 st.subheader("Published results on the official Kaggle test split")
-st.dataframe(explore.published_table(), hide_index=True, placeholder="–",
+st.dataframe(run_tables.published_table(), hide_index=True, placeholder="–",
              column_config={"name": st.column_config.TextColumn(width="large"),
                             "source": st.column_config.TextColumn(width="medium")})
 st.caption(reference.NOT_COMPARABLE)
@@ -74,7 +90,7 @@ for col, (label, run) in zip(st.columns(max(len(runs), 2)), runs.items()):
         threshold = st.slider(f"Threshold of {label}", 0.0, 1.0, stored, 0.005, key=f"threshold_{run.run_id}",
                               format="%.3f")
         at = points[label] = evaluate.metrics_at_threshold(pred["label"], pred["probability"], threshold)
-        st.plotly_chart(dashboard.confusion_figure(at["confusion_matrix"], label, normalized), key=f"cm_{label}")
+        st.plotly_chart(figures.confusion_figure(at["confusion_matrix"], label, normalized), key=f"cm_{label}")
         (tn, fp), (fn, tp) = at["confusion_matrix"]
         base = evaluate.metrics_at_threshold(pred["label"], pred["probability"], stored)
         m = st.columns(2)
@@ -87,14 +103,14 @@ for col, (label, run) in zip(st.columns(max(len(runs), 2)), runs.items()):
 st.header("ROC and precision-recall curves")
 st.markdown("Each curve is every threshold at once; the circle is where the threshold above puts the run. "
             "Grey crosses are published results on the official test split (not directly comparable).")
-st.plotly_chart(dashboard.curves_figure(evaluations, points, dashboard.run_colors(runs)), key="curves")
+st.plotly_chart(figures.curves_figure(evaluations, points, figures.run_colors(runs)), key="curves")
 
 st.header("Training curves")
-history = explore.history_frame(runs)
+history = run_tables.history_frame(runs)
 if history.empty:
     st.info("These runs recorded no per-epoch history.")
 else:
-    st.plotly_chart(dashboard.history_figure(history, colors=dashboard.run_colors(runs)), key="history")
+    st.plotly_chart(figures.history_figure(history, colors=figures.run_colors(runs)), key="history")
     st.caption("Solid: training images; dashed: validation images. A widening gap is overfitting.")
 
 if len(points) >= 2:
@@ -102,7 +118,7 @@ if len(points) >= 2:
     pair = st.columns(2)
     a = pair[0].selectbox("Run A", list(points), index=0, key="mcnemar_a")
     b = pair[1].selectbox("Run B", list(points), index=1, key="mcnemar_b")
-    result = None if a == b else explore.mcnemar_between(preds[a], preds[b], points[a]["threshold"],
+    result = None if a == b else run_tables.mcnemar_between(preds[a], preds[b], points[a]["threshold"],
                                                          points[b]["threshold"], a, b)
     if result is None:
         st.info("Choose two different runs evaluated on the same images.")
@@ -117,10 +133,10 @@ if len(points) >= 2:
 st.header("The images behind a cell")
 cols = st.columns(2)
 label = cols[0].selectbox("Run", list(points), key="cell_run")
-cell = cols[1].selectbox("Cell", list(explore.CELLS), index=2, key="cell",
-                         format_func=lambda k: f"{k}: {explore.CELLS[k][2]}")
+cell = cols[1].selectbox("Cell", list(run_tables.CELLS), index=2, key="cell",
+                         format_func=lambda k: f"{k}: {run_tables.CELLS[k][2]}")
 if label:
-    rows = explore.confusion_cell(preds[label], points[label]["threshold"], cell)
+    rows = run_tables.confusion_cell(preds[label], points[label]["threshold"], cell)
     st.caption(f"{len(rows)} images; the most confident calls first.")
     try:
         root = data.resolve_root(evaluations[label].get("data_dir") or runs[label].settings["data_dir"],
@@ -128,11 +144,5 @@ if label:
     except UserError as error:
         st.warning(f"The images of this run cannot be shown: {error}")
         rows = rows.iloc[:0]
-    grid = st.columns(6)
-    for i, row in rows.head(12).iterrows():
-        pixels = dashboard.thumbnail(str(root / row["path"]))
-        caption = f"{os.path.basename(row['path'])} · P(pneumonia) {row['probability']:.3f}"
-        if pixels is None:
-            grid[i % 6].caption(f"{caption} (unreadable)")
-        else:
-            grid[i % 6].image(pixels, caption=caption)
+    data_sets.thumbnail_grid((root / row["path"], f"{os.path.basename(row['path'])} · P(pneumonia) "
+                              f"{row['probability']:.3f}") for _, row in rows.head(12).iterrows())

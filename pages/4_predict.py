@@ -5,11 +5,13 @@ import os
 import pandas as pd
 import streamlit as st
 
-import dashboard
-from cxr_core import heatmap, images
+from cxr_core import heatmap, images, inference
 from cxr_core.config import UserError
+from ui import data_sets, runs as ui_runs
+from ui.navigation import entry_guard
+from ui.texts import DEMO_LABEL, NOT_CLINICAL, SYNTHETIC_NOTE
 
-dashboard.entry_guard(__file__)
+entry_guard(__file__)
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom", "bmp", "gif", "tif", "tiff", "webp"]
 
 st.title("Predict")
@@ -19,17 +21,17 @@ st.markdown("Upload chest X-rays (JPEG, PNG or DICOM) or pick one from the data 
             "Each image is first compared with the run's training X-rays (colour, blankness, layout and the "
             "model's own features); one unlike them gets a warning and no label, since any label for it "
             "would be meaningless.")
-st.error(dashboard.NOT_CLINICAL, icon=":material/medical_information:")
-store = dashboard.run_store()
-finished = dashboard.finished_runs_or_stop(store, "No finished runs yet: a model must be trained before it can predict.")
-dashboard.predictor()  # starts the prediction process while the person picks a file; the page without runs starts none
+st.error(NOT_CLINICAL, icon=":material/medical_information:")
+store = ui_runs.store()
+finished = ui_runs.finished_or_stop(store, "No finished runs yet: a model must be trained before it can predict.")
+ui_runs.predictor()  # starts the prediction process while the person picks a file; the page without runs starts none
 
 cols = st.columns(2)
 choice = cols[0].selectbox("Model", ["all", *finished], key="predict_run",
                            format_func=lambda k: f"All {len(finished)} finished runs" if k == "all" else k)
 runs = finished if choice == "all" else {choice: finished[choice]}
 if any(run.status.get("synthetic") for run in runs.values()):
-    st.warning(f"Trained on the {dashboard.DEMO_LABEL}. {dashboard.SYNTHETIC_NOTE} Its calls on a real X-ray "
+    st.warning(f"Trained on the {DEMO_LABEL}. {SYNTHETIC_NOTE} Its calls on a real X-ray "
                "mean nothing.", icon=":material/science:")
 source = cols[1].radio("Image", ["upload", "data set"], horizontal=True, key="predict_source",
                        format_func={"upload": "Upload files", "data set": "Pick from the data set"}.get)
@@ -37,9 +39,9 @@ files: list[tuple[str, bytes]] = []
 if source == "upload":
     uploads = st.file_uploader("X-ray images; several at once for a batch", type=UPLOAD_TYPES,
                                accept_multiple_files=True, key="uploads")
-    files = dashboard.unique_names([(upload.name, upload.getvalue()) for upload in uploads or []])
+    files = inference.unique_names([(upload.name, upload.getvalue()) for upload in uploads or []])
 else:
-    scan, split = dashboard.require_data()
+    scan, split = data_sets.require()
     test = split[split["split"] == "test"].sort_values(["class_name", "path"])
     # The true class is part of the name, so the prediction can be checked against it.
     names = dict(zip(test["class_name"] + "/" + test["path"].map(os.path.basename), test["path"]))
@@ -57,7 +59,7 @@ results, rows = {}, []
 for name, content in files:
     for label, run in runs.items():
         try:
-            result = dashboard.analyse(run.run_id, store, content, name)
+            result = ui_runs.analyse(run.run_id, store, content, name)
         except images.ImageDecodeError as error:
             st.error(str(error), icon=":material/broken_image:")
             rows.append({"file": name, "run": "", "label": "", "probability": None, "threshold": None,

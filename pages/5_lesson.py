@@ -3,11 +3,12 @@ and thirty laptops can be on the same step."""
 
 import streamlit as st
 
-import dashboard
-import lesson_steps
 from cxr_core import lesson, report
+from ui import data_sets, lesson_steps, runs as ui_runs
+from ui.navigation import entry_guard
+from ui.texts import DEMO_LABEL, SYNTHETIC_NOTE
 
-dashboard.entry_guard(__file__)
+entry_guard(__file__)
 STEPS = lesson.STEPS
 
 
@@ -38,10 +39,10 @@ step = current_step()
 if st.query_params.get("step") != str(step):
     st.query_params["step"] = str(step)  # the URL always says which step is on screen
 st.title("Lesson")
-scan, split = dashboard.require_data()
-dashboard.data_caption(scan)
+scan, split = data_sets.require()
+data_sets.caption(scan)
 if scan.synthetic:
-    st.warning(f"**{dashboard.DEMO_LABEL}.** {dashboard.SYNTHETIC_NOTE} The steps work the same on the real "
+    st.warning(f"**{DEMO_LABEL}.** {SYNTHETIC_NOTE} The steps work the same on the real "
                "data set; the numbers below are about drawn shapes.", icon=":material/science:")
 navigation(step, "top")
 # The chooser follows the URL (a button or a link may have moved the step since the last run);
@@ -54,10 +55,10 @@ st.selectbox("Go to step", range(1, len(STEPS) + 1), key="lesson_jump",
 info = STEPS[step - 1]
 st.header(f"{step}. {info.title}")
 st.markdown(info.explanation)
-store = dashboard.run_store()
+store = ui_runs.store()
 context = lesson_steps.Context(scan, split, store, lesson.study_runs(store, scan.root))
 if any(run.status.get("synthetic") for run in context.runs.values()):
-    st.caption(f"The runs in this lesson were trained on the {dashboard.DEMO_LABEL}.")
+    st.caption(f"The runs in this lesson were trained on the {DEMO_LABEL}.")
 lesson_steps.VIEWS[step - 1](context)
 st.info(f"**Discuss.** {info.question}", icon=":material/forum:")
 navigation(step, "bottom")

@@ -1,5 +1,6 @@
 """Shared fixtures: a private cache and run store per test session, the demo
-data set, and one tiny finished run that many tests read.
+data set, and one tiny finished run that many tests read; the project root and
+`cli()`, which runs `python -m cxr_core` as a person would.
 
 Nothing a test writes lands in the project folder: CXR_CACHE_DIR and
 CXR_RUNS_DIR point into pytest's temp folders.
@@ -8,6 +9,8 @@ CXR_RUNS_DIR point into pytest's temp folders.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "chest_xray"
+
+
+def cli(*args, timeout: float = 180) -> subprocess.CompletedProcess:
+    """`python -m cxr_core ARGS` in a child process from the project root; output captured as text."""
+    return subprocess.run([sys.executable, "-m", "cxr_core", *map(str, args)], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session", autouse=True)

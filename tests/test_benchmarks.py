@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from conftest import PROJECT_ROOT
+
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -112,8 +113,17 @@ def test_stack_sampler_attributes_time_to_the_project_function_that_ran():
 
 def test_provenance_names_the_commit_and_paths_from_the_project(tmp_path):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
-    assert common.git_state()["commit"] == head and common.git_state()["dirty"] in (True, False)
+    assert common.git_state()["commit"] == head
     assert common.git_state(tmp_path) == {"commit": None, "dirty": None}  # not a repository
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.txt").write_text("a\n")
+    for args in (["init", "-q"], ["add", "a.txt"], ["commit", "-q", "-m", "a"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args],
+                       cwd=repo, check=True, capture_output=True)
+    assert common.git_state(repo)["dirty"] is False
+    (repo / "b.txt").write_text("b\n")
+    assert common.git_state(repo)["dirty"] is True  # untracked files count
     assert common.commit_label({"commit": head, "dirty": True}) == head[:10] + " (dirty)"
     assert common.commit_label(None) == "not recorded"
     assert common.project_relative(PROJECT_ROOT.parent / "shared" / "data") == os.path.join("..", "shared", "data")

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from conftest import PROJECT_ROOT
+
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+import common  # noqa: E402  the benchmarks' way to start a dashboard for Chromium, shared
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -27,33 +27,13 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None,
                                 reason="Debian's chromium is not installed (apt-get install chromium)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"streamlit did not answer within {timeout:.0f}s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
     """A streamlit server over a store holding the tiny finished run; yields its base URL."""
     store, _ = tiny_run
     cache = tmp_path_factory.mktemp("browser_cache")
     log = tmp_path_factory.mktemp("browser_log") / "streamlit.log"
-    port = _free_port()
+    port = common.free_port()
     env = dict(os.environ, CXR_RUNS_DIR=str(store.root), CXR_CACHE_DIR=str(cache), TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("CXR_DATA_DIR", None)  # the default: the synthetic demo set, generated into the private cache
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -64,7 +44,7 @@ def server(tiny_run, tmp_path_factory):
                                    start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, log)
+        common.wait_healthy(url, process, timeout=90, log=log)
         yield url
     finally:
         process.terminate()
@@ -81,7 +61,7 @@ def page(server):
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=CHROMIUM, args=common.BROWSER_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         context.set_default_timeout(120_000)
         tab = context.new_page()

@@ -8,11 +8,10 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.skipif((shutil.which("chromium") or shutil.which("chromium-browser")) is None,
                                 reason="Debian's chromium is not installed (apt-get install chromium)")

@@ -347,29 +347,29 @@ def test_real_data(real_data):
     assert 0.10 < (split.split == "val").mean() < 0.20 and 0.10 < (split.split == "test").mean() < 0.20
 
 
-def _manifest(rows):
-    return pd.DataFrame(rows, columns=["path", "source_split", "split", "label", "class_name", "patient_id", "kind"])
+def _leakage_by_pair(*rows) -> dict[str, dict]:
+    """leakage_report() by pair, of manifest rows (path, source_split, split, label, class_name, patient_id, kind)."""
+    split = pd.DataFrame(rows, columns=["path", "source_split", "split", "label", "class_name", "patient_id", "kind"])
+    return {row["pair"]: row for row in data.leakage_report(split)}
 
 
 def test_shared_ids_between_official_folders_are_not_called_leakage():
     # The official train and test folders were numbered apart: person1 in both may be two children.
-    split = _manifest([
+    report = _leakage_by_pair(
         ("a", "train", "train", 1, "PNEUMONIA", "person1", "virus"),
         ("b", "train", "val", 1, "PNEUMONIA", "person2", "virus"),
         ("c", "test", "test", 1, "PNEUMONIA", "person1", "bacteria"),
-    ])
-    report = {row["pair"]: row for row in data.leakage_report(split)}
+    )
     assert report["train/test"]["shared_ids"] == 1
     assert not report["train/test"]["exact"] and not report["train/test"]["leakage"]
     assert "naming artefact" in report["train/test"]["verdict"]
 
 
 def test_shared_ids_between_carved_splits_are_leakage():
-    split = _manifest([
+    report = _leakage_by_pair(
         ("a", "train", "train", 1, "PNEUMONIA", "person1", "virus"),
         ("b", "train", "val", 1, "PNEUMONIA", "person1", "virus"),
         ("c", "train", "test", 0, "NORMAL", "IM-0001", "none"),
-    ])
-    report = {row["pair"]: row for row in data.leakage_report(split)}
+    )
     assert report["train/val"]["exact"] and report["train/val"]["leakage"]
     assert report["train/test"] == dict(report["train/test"], shared_ids=0, leakage=False)

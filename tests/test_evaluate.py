@@ -4,14 +4,14 @@ import json
 import math
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from cxr_core import evaluate as ev
+
+from conftest import PROJECT_ROOT
 
 
 def noisy_scores(n: int, seed: int = 0):
@@ -245,4 +245,4 @@ def test_bad_input_is_a_clear_error():
 def test_does_not_import_tensorflow():
     # Pages score saved predictions through this module; loading TensorFlow there costs seconds.
     code = "import sys, cxr_core.evaluate; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT).returncode == 0

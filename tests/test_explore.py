@@ -1,16 +1,12 @@
-"""Contracts of cxr_core.explore: what the Dataset explorer and the run tables show."""
+"""Contracts of cxr_core.explore: what the Dataset explorer shows about a data set."""
 
 from __future__ import annotations
-
-import json
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_core import data, evaluate, explore
-from cxr_core.store import Run
+from cxr_core import data, explore
 
 
 @pytest.fixture(scope="module")
@@ -113,79 +109,15 @@ def test_class_appearance_gives_a_mean_image_and_a_histogram_per_class(demo_spli
         assert look.mean_image.max() > 0
 
 
-def _fake_run(tmp_path, state="running", status=None, history=None, epochs=10) -> Run:
-    path = tmp_path / "20260101-000000-regularized_cnn-abcd"
-    path.mkdir()
-    if history is not None:
-        (path / "history.json").write_text(json.dumps(history))
-    return Run(path.name, path, state, {"model": "regularized_cnn", "epochs": epochs}, status or {})
+def test_leakage_findings_say_passed_failed_or_uncertain():
+    clean = [{"pair": "train/val", "shared_ids": 0, "exact": True, "leakage": False}]
+    leaky = [{"pair": "train/val", "shared_ids": 3, "exact": True, "leakage": True}]
+    official = clean + [{"pair": "train/test", "shared_ids": 7, "exact": False, "leakage": False}]
+    naive = {"train/test": 12}
+    assert [level for level, _ in explore.leakage_findings(clean, naive)] == ["success", "info"]
+    assert explore.leakage_findings(leaky, naive)[0] == ("error", "Patients in two splits: train/val 3.")
+    levels, texts = zip(*explore.leakage_findings(official, naive))
+    assert levels == ("success", "info", "info")
+    assert "train/test: 7" in texts[1] and data.OVERLAP_UNCERTAIN in texts[1]
+    assert texts[-1] == "A random split by image instead would share 12 patients between train/test."
 
-
-def test_progress_before_the_first_epoch_has_no_estimate(tmp_path):
-    run = _fake_run(tmp_path, status={"started": time.time() - 20, "epoch": 0, "batch": 5, "steps_per_epoch": 10})
-    progress = explore.training_progress(run)
-    assert progress["fraction"] == pytest.approx(0.05)
-    assert progress["remaining_s"] is None
-    assert 19 <= progress["elapsed_s"] <= 60
-
-
-def test_progress_estimates_the_rest_from_the_mean_epoch(tmp_path):
-    status = {"started": 1000.0, "epoch": 2, "batch": 0, "steps_per_epoch": 10}
-    run = _fake_run(tmp_path, status=status, history=[{"epoch": 1, "seconds": 10.0}, {"epoch": 2, "seconds": 20.0}])
-    progress = explore.training_progress(run, now=1030.0)
-    assert progress["epoch"] == 2 and progress["epochs"] == 10
-    assert progress["fraction"] == pytest.approx(0.2)
-    assert progress["elapsed_s"] == pytest.approx(30.0)
-    assert progress["remaining_s"] == pytest.approx(8 * 15.0)
-
-
-def test_history_frame_splits_training_and_validation(tmp_path):
-    run = _fake_run(tmp_path, history=[{"epoch": 1, "seconds": 1.0, "loss": 0.7, "val_loss": 0.8, "accuracy": 0.6}])
-    frame = explore.history_frame({"A": run})
-    assert set(frame["phase"]) == {"training", "validation"}
-    assert frame.loc[(frame.metric == "loss") & (frame.phase == "validation"), "value"].item() == 0.8
-    assert "seconds" not in set(frame["metric"])
-
-
-def test_runs_table_and_metrics_table_show_the_stored_evaluation(tiny_run):
-    store, run_id = tiny_run
-    run = store.get(run_id)
-    evaluation = run.evaluation("test")
-    row = explore.runs_table(store.list()).set_index("run").loc[run_id]
-    assert row["state"] == "done" and row["model"] == "regularized_cnn"
-    assert row["accuracy"] == pytest.approx(evaluation["accuracy"])
-    assert row["data"] == "SYNTHETIC demo"
-    table = explore.metrics_table({"tiny": evaluation})
-    assert table.loc[0, "auc"] == pytest.approx(evaluation["auc"])
-    low, high = evaluation["ci95"]["sensitivity"]
-    assert table.loc[0, "sensitivity_low"] == low and table.loc[0, "sensitivity_high"] == high
-    assert explore.run_label(run).startswith("regularized_cnn · ")
-
-
-def test_published_table_carries_kermany():
-    table = explore.published_table().set_index("name")
-    kermany = table.loc["Kermany et al. 2018: Inception-V3 transfer"]
-    assert kermany["sensitivity"] == 0.932 and kermany["specificity"] == 0.901 and kermany["auc"] == 0.968
-    assert table["macro_f1"].dtype == float  # missing figures are NaN, not the text "None"
-
-
-def test_confusion_cells_match_the_confusion_matrix():
-    rng = np.random.default_rng(0)
-    predictions = pd.DataFrame({"path": [f"{i}.jpeg" for i in range(60)], "label": rng.integers(0, 2, 60),
-                                "probability": rng.random(60)})
-    (tn, fp), (fn, tp) = evaluate.confusion_at(predictions["label"], predictions["probability"], 0.4)
-    counts = {cell: len(explore.confusion_cell(predictions, 0.4, cell)) for cell in explore.CELLS}
-    assert counts == {"TN": tn, "FP": fp, "FN": fn, "TP": tp}
-    missed = explore.confusion_cell(predictions, 0.4, "FN")
-    assert missed["probability"].is_monotonic_increasing  # the most confident misses first
-    alarms = explore.confusion_cell(predictions, 0.4, "FP")
-    assert alarms["probability"].is_monotonic_decreasing
-
-
-def test_align_predictions_keeps_the_images_both_runs_saw():
-    a = pd.DataFrame({"path": ["x", "y", "z"], "label": [0, 1, 1], "probability": [0.1, 0.9, 0.8]})
-    b = pd.DataFrame({"path": ["z", "y", "w"], "label": [1, 1, 0], "probability": [0.3, 0.6, 0.2]})
-    both = explore.align_predictions(a, b).set_index("path")
-    assert sorted(both.index) == ["y", "z"]
-    assert both.loc["z", "probability_a"] == 0.8 and both.loc["z", "probability_b"] == 0.3
-    assert explore.same_images([a, a.copy()]) and not explore.same_images([a, b])

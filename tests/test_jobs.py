@@ -18,7 +18,7 @@ from cxr_core import jobs
 from cxr_core.config import UserError, default_settings
 from cxr_core.store import RunStore
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from conftest import PROJECT_ROOT, cli
 
 
 def tiny_settings(epochs: int):
@@ -47,11 +47,6 @@ def raw_status(store: RunStore, run_id: str) -> dict:
 
 def epoch_reached(store, run_id, epoch=1):
     return lambda: raw_status(store, run_id).get("epoch", 0) >= epoch
-
-
-def cli(*args, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cxr_core", *map(str, args)], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def visible_models(run_path: Path) -> list[str]:
@@ -88,11 +83,12 @@ def test_second_launch_is_refused_while_a_job_runs(busy, demo_dir):
         with jobs.worker_lock(store):
             pass
 
-    train = cli("train", "--data", demo_dir, "--model", "baseline_cnn", "--epochs", 1, "--image-size", 48, "--runs", store.root)
+    train = cli("train", "--data", demo_dir, "--model", "baseline_cnn", "--epochs", 1, "--image-size", 48, "--runs", store.root,
+                timeout=120)
     assert train.returncode == 2
     assert train.stderr.strip().splitlines() == [
         f"error: a training job is already running (run {run_id}); wait for it or stop it first"]
-    worker2 = cli("worker", "--runs", store.root)
+    worker2 = cli("worker", "--runs", store.root, timeout=120)
     assert worker2.returncode == 2 and "already running" in worker2.stderr and "Traceback" not in worker2.stderr
 
     assert sorted(p.name for p in store.root.iterdir()) == before  # no run folder was created
@@ -188,3 +184,17 @@ def test_queued_runs_train_one_at_a_time_and_are_never_stranded(demo_dir, tmp_pa
     assert dropped["state"] == "cancelled" and "started" not in dropped
     assert not (store.run_path(ids[2]) / "history.json").exists()
     wait_for(lambda: not jobs.worker_running(store), 30, "the worker to exit")
+
+
+def test_a_stuck_queue_gets_a_worker_and_a_fresh_one_is_left_to_start(demo_dir, tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "runs")
+    jobs.submit(tiny_settings(1), demo_dir, store, start=False)
+    created = min(r.status["created"] for r in jobs.queued(store))
+    started = []
+    monkeypatch.setattr(jobs, "spawn_worker", lambda s: started.append(s.root) or object())
+    assert jobs.keep_queue_moving(store, now=created + 1) is False and started == []  # its worker may be starting
+    assert jobs.keep_queue_moving(store, now=created + jobs.WORKER_START_GRACE_S + 1) is True
+    assert started == [store.root]
+    with jobs.worker_lock(store):  # a worker holds the lock: nothing to start
+        assert jobs.keep_queue_moving(store, now=created + 3600) is False
+    assert len(started) == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cxr_core.config import MODEL_NAMES, UserError, default_settings
-from cxr_core.models import DESCRIPTIONS, FINETUNE_FROM, build_model, unfreeze_top, weight_file_name
+from cxr_core.models import FINETUNE_FROM, build_model, unfreeze_top, weight_file_name
 
 SIZE = 64  # transfer bases need at least 32 px
 
@@ -60,7 +60,6 @@ def test_each_model_builds_and_outputs_a_probability(built, name):
     out = np.asarray(model(batch(), training=False))
     assert out.shape == (3, 1)
     assert np.all((out >= 0) & (out <= 1)) and np.all(np.isfinite(out))
-    assert len(DESCRIPTIONS[name]) > 100  # a paragraph a teacher can show
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -23,12 +23,14 @@ from PIL import Image
 from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
-from cxr_core import calibration, data, evaluate, explore, inference, jobs, lesson
+from cxr_core import calibration, data, evaluate, explore, inference, jobs, lesson, run_tables
 from cxr_core.config import MODEL_NAMES, default_settings
-from cxr_core.models import DESCRIPTIONS
+from cxr_core.config import DESCRIPTIONS
 from cxr_core.store import RunStore
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
+from conftest import PROJECT_ROOT
+
+APP = PROJECT_ROOT / "app.py"
 DATASET, TRAIN, COMPARE, PREDICT, LESSON = (f"pages/{name}.py" for name in
                                             ("1_dataset", "2_train", "3_compare", "4_predict", "5_lesson"))
 TIMEOUT = 90  # the first TensorFlow import and model load are slow on two cores
@@ -290,7 +292,7 @@ def test_live_progress_of_a_running_job_and_the_stop_button(empty_store, demo_da
                     "val_loss": 0.8 / e, "val_accuracy": 0.55 + e / 20} for e in (1, 2)]
         (run.path / "history.json").write_text(json.dumps(history))
         at = open_app(TRAIN)
-        assert texts(at, "subheader") == [f"Training {explore.run_label(empty_store.get(run.run_id))}"]
+        assert texts(at, "subheader") == [f"Training {run_tables.run_label(empty_store.get(run.run_id))}"]
         assert at.get("progress")[0].proto.text == "epoch 2 of 12, batch 3 of 6"
         values = metrics(at)
         assert values["Elapsed"].startswith("1m 3")  # started 95 s ago
@@ -353,13 +355,13 @@ def test_compare_two_runs_runs_mcnemar_on_the_same_images(two_runs):
     store, run_a, run_b = two_runs
     at = open_app(COMPARE)
     assert len(at.dataframe[0].value) == 2
-    labels = {run_id: explore.run_label(store.get(run_id)) for run_id in (run_a, run_b)}
+    labels = {run_id: run_tables.run_label(store.get(run_id)) for run_id in (run_a, run_b)}
     a, b = widget(at.selectbox, "Run A").value, widget(at.selectbox, "Run B").value
     assert {a, b} == set(labels.values())
     by_label = {label: run_id for run_id, label in labels.items()}
     pa, pb = (inference.predictions(by_label[x], "test", store) for x in (a, b))
     ta, tb = (store.get(by_label[x]).evaluation("test")["threshold"] for x in (a, b))
-    both = explore.align_predictions(pa, pb)
+    both = run_tables.align_predictions(pa, pb)
     expected = evaluate.mcnemar_test(both["label"], (both["probability_a"] >= ta).astype(int),
                                      (both["probability_b"] >= tb).astype(int), name_a=a, name_b=b)
     values = metrics(at)
@@ -419,7 +421,7 @@ def test_predict_an_upload_then_a_corrupt_file(tiny_store, demo_dir):
     uploader.set_value((name, content, "image/jpeg"))
     at.run()
     assert_clean(at)
-    label = explore.run_label(store.get(run_id))
+    label = run_tables.run_label(store.get(run_id))
     assert metrics(at)[label] == expected["label"]
     assert any(f"P(pneumonia) **{expected['probability']:.3f}**" in text for text in texts(at, "markdown"))
     captions = [c for image in at.image for c in image.captions]
@@ -471,7 +473,7 @@ def test_an_image_unlike_the_training_x_rays_gets_a_warning_and_no_label(tiny_st
     assert table.loc["holiday.png", "label"] == "withheld" and not table.loc["holiday.png", "in_distribution"]
     assert "colour image" in table.loc["holiday.png", "warning"]
     assert table.loc[name, "label"] in ("NORMAL", "PNEUMONIA") and table.loc[name, "in_distribution"]
-    label = explore.run_label(store.get(run_id))
+    label = run_tables.run_label(store.get(run_id))
     assert texts(at, "header")[-1] == "holiday.png"
     assert metrics(at)[label] == "withheld"
     assert any(text.startswith("Not like this run's training X-rays: colour image") for text in texts(at, "error"))
@@ -507,11 +509,11 @@ def test_a_broken_run_and_a_corrupt_model_leave_the_pages_working(tiny_run, tmp_
     at.file_uploader[0].set_value([(name, content, "image/jpeg"), (name, content, "image/jpeg")])
     at.run()
     assert_clean(at)
-    corrupt_label = explore.run_label(RunStore(root).get(corrupt))
+    corrupt_label = run_tables.run_label(RunStore(root).get(corrupt))
     assert any(text.startswith(f"{corrupt_label}: run {corrupt}") for text in texts(at, "error"))
     table = at.dataframe[0].value
     assert list(table["file"]) == [name, f"{name} (2)"]  # same name twice, told apart
-    assert set(table["run"]) == {explore.run_label(RunStore(root).get(run_id))}
+    assert set(table["run"]) == {run_tables.run_label(RunStore(root).get(run_id))}
 
 
 def test_compare_shows_a_runs_evaluation_on_another_folder_and_queues_one(tiny_run, demo_dir, tmp_path, monkeypatch):
@@ -630,7 +632,6 @@ def lesson_store(tiny_run, tmp_path, monkeypatch, demo_dir):
 def test_every_lesson_step_with_a_trained_run(lesson_store, no_worker):
     store, run_id = lesson_store
     evaluation = store.get(run_id).evaluation("test")
-    label = explore.run_label(store.get(run_id))
 
     at = open_lesson(3)
     assert any("Not trained on this data set yet: baseline_cnn" in t for t in texts(at, "info"))

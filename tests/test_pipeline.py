@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,7 +86,7 @@ def test_unreadable_files_are_listed_and_dropped(files, tmp_path):
     import pandas as pd
 
     manifest = pd.DataFrame({"path": paths, "label": [0] * len(paths)}, index=np.arange(100, 100 + len(paths)))
-    kept = pipeline.readable(manifest, cache)
+    kept = pipeline.with_cache_rows(manifest, cache)
     assert str(bad) not in set(kept.path) and len(kept) == len(paths) - 1
     for row in kept.itertuples():
         assert paths[row.row] == row.path  # `row` indexes the cache in the order it was built

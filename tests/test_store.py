@@ -7,9 +7,7 @@ import json
 import os
 import subprocess
 import sys
-import time
 import zipfile
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -139,21 +137,15 @@ def test_running_with_dead_pid_is_interrupted(tmp_path):
     run = store.new_run({"model": "baseline_cnn"}, "/data")
     store.set_status(run.run_id, state="running", pid=dead_pid())
     assert store.get(run.run_id).state == "interrupted"
-    # A live process that is not a cxr_core job (the pid was reused) does not count either.
-    other = subprocess.Popen(["sleep", "60"])
-    try:
-        store.set_status(run.run_id, state="running", pid=other.pid)
-        assert store.get(run.run_id).state == "interrupted"
-    finally:
-        other.kill()
-        other.wait()
-    job = live_job_process()
-    try:
-        store.set_status(run.run_id, state="running", pid=job.pid)
-        assert store.get(run.run_id).state == "running"
-    finally:
-        job.kill()
-        job.wait()
+    # A live process that is not a cxr_core job (the pid was reused) does not count either; a job does.
+    for start, state in ((lambda: subprocess.Popen(["sleep", "60"]), "interrupted"), (live_job_process, "running")):
+        process = start()
+        try:
+            store.set_status(run.run_id, state="running", pid=process.pid)
+            assert store.get(run.run_id).state == state
+        finally:
+            process.kill()
+            process.wait()
     assert store.get(run.run_id).state == "interrupted"
 
 

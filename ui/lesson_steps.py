@@ -14,10 +14,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-import dashboard
-from cxr_core import calibration, data, evaluate, explore, figures, heatmap, images, jobs, lesson, reference
-from cxr_core.config import UserError, default_settings
-from cxr_core.store import RunStore
+from cxr_core import calibration, data, evaluate, explore, figures, heatmap, images, jobs, lesson, reference, run_tables
+from cxr_core.config import HEADLINE_METRICS, UserError, default_settings
+from cxr_core.store import ACTIVE_STATES, RunStore
+from ui import data_sets, runs as ui_runs
 
 WAITING = "_lesson_waiting"
 
@@ -32,7 +32,7 @@ class Context:
 
 @st.cache_data(max_entries=8, show_spinner="Measuring: a nearest-neighbour classifier under both splits...")
 def _leakage(root: str) -> dict:
-    return lesson.leakage_experiment(dashboard.load_split(root)[0].manifest)
+    return lesson.leakage_experiment(data_sets.load_split(root)[0].manifest)
 
 
 def queue_training(ctx: Context, models, label: str, weights: str | None = None) -> None:
@@ -67,14 +67,14 @@ def progress(root: str, data_dir: str) -> None:
     """What the worker is doing for this lesson; the whole page reruns when it is done."""
     store = RunStore(root)
     training = lesson.active_runs(store, data_dir)
-    scoring = [r for r in jobs.evaluation_requests(store) if r["state"] in ("queued", "running")]
+    scoring = [r for r in jobs.evaluation_requests(store) if r["state"] in ACTIVE_STATES]
     for model, run in training.items():
-        status = explore.training_progress(run)
+        status = run_tables.training_progress(run)
         st.progress(status["fraction"], text=f"Training {model} ({run.state}): epoch {status['epoch']} of {status['epochs']}")
     for request in scoring:
         what = f", {request['occlusion']} occluded" if request.get("occlusion") else ""
         st.info(f"Scoring {request['run']}{what} ({request['state']}).", icon=":material/hourglass_top:")
-    dashboard.keep_queue_moving(store)
+    jobs.keep_queue_moving(store)
     if not training and not scoring and st.session_state.get(WAITING):
         st.session_state[WAITING] = False
         st.rerun(scope="app")
@@ -87,13 +87,13 @@ def pick_run(ctx: Context, key: str, prefer: str = "regularized_cnn"):
         queue_training(ctx, ["regularized_cnn"], "Train the regularized CNN (the study's best recipe)")
         return None
     models = sorted(ctx.runs, key=lambda m: m != prefer)
-    model = st.selectbox("Run", models, key=key, format_func=lambda m: explore.run_label(ctx.runs[m]))
+    model = st.selectbox("Run", models, key=key, format_func=lambda m: run_tables.run_label(ctx.runs[m]))
     return ctx.runs[model]
 
 
 def metrics_table(table: pd.DataFrame) -> None:
     st.dataframe(table, hide_index=True, placeholder="–", column_config={
-        c: st.column_config.NumberColumn(format="%.3f") for c in ("accuracy", "sensitivity", "specificity", "auc")})
+        c: st.column_config.NumberColumn(format="%.3f") for c in HEADLINE_METRICS})
 
 
 def census(ctx: Context) -> None:
@@ -138,7 +138,7 @@ def baseline_vs_regularized(ctx: Context) -> None:
         run = ctx.runs.get(model)
         evaluation = run.evaluation("test") if run else None
         if evaluation:
-            col.plotly_chart(dashboard.confusion_figure(evaluation["confusion_matrix"], explore.run_label(run), True),
+            col.plotly_chart(figures.confusion_figure(evaluation["confusion_matrix"], run_tables.run_label(run), True),
                              key=f"lesson_cm_{model}")
             col.caption(f"accuracy {evaluation['accuracy']:.3f}, sensitivity {evaluation['sensitivity']:.3f}, "
                         f"specificity {evaluation['specificity']:.3f}")
@@ -149,7 +149,7 @@ def baseline_vs_regularized(ctx: Context) -> None:
 
 def threshold(ctx: Context) -> None:
     run = pick_run(ctx, "lesson_threshold_run")
-    pred = dashboard.predictions(run.run_id, "test", ctx.store) if run else None
+    pred = ui_runs.predictions(run.run_id, "test", ctx.store) if run else None
     if pred is None:
         return
     stored = float(run.evaluation("test")["threshold"])
@@ -161,7 +161,7 @@ def threshold(ctx: Context) -> None:
     cols[1].metric("False alarms (FP)", fp)
     cols[2].metric("Sensitivity", f"{at['sensitivity']:.3f}" if at["sensitivity"] is not None else "n/a")
     cols[3].metric("Specificity", f"{at['specificity']:.3f}" if at["specificity"] is not None else "n/a")
-    st.plotly_chart(dashboard.confusion_figure(at["confusion_matrix"], f"at threshold {value:.3f}"), key="lesson_cm")
+    st.plotly_chart(figures.confusion_figure(at["confusion_matrix"], f"at threshold {value:.3f}"), key="lesson_cm")
     st.caption(f"{fn} sick children sent home and {fp} healthy children treated, among {tn + fp + fn + tp} "
                f"images. The run's own threshold, chosen on validation, is {stored:.3f}.")
 
@@ -173,13 +173,13 @@ def shift(ctx: Context) -> None:
     table = lesson.shift_rows(run)
     metrics_table(table)
     if len(table) > 1:
-        long = table.melt(id_vars="scored on", value_vars=["accuracy", "sensitivity", "specificity", "auc"])
+        long = table.melt(id_vars="scored on", value_vars=list(HEADLINE_METRICS))
         st.plotly_chart(px.bar(long, x="variable", y="value", color="scored on", barmode="group", height=320,
                                labels={"variable": "", "value": ""}), key="lesson_shift")
     else:
         st.info("This run has been scored on its own test split only. Score it on another labelled folder "
                 "(the official test split, configured on the server) to see the shift.")
-    dashboard.score_on_folder([run], ctx.store)
+    ui_runs.score_on_folder([run], ctx.store)
 
 
 def calibration_step(ctx: Context) -> None:
@@ -209,7 +209,7 @@ def calibration_step(ctx: Context) -> None:
     cols[1].metric("Brier score", f"{report['brier']:.3f}", f"{report['brier_scaled'] - report['brier']:+.3f}",
                    delta_color="inverse")
     cols[2].metric("Temperature (fitted on validation)", f"{report['temperature']:.2f}")
-    st.plotly_chart(figures.reliability_figure(report, explore.run_label(run)), key="lesson_reliability")
+    st.plotly_chart(figures.reliability_figure(report, run_tables.run_label(run)), key="lesson_reliability")
 
 
 def shortcuts(ctx: Context) -> None:
@@ -218,7 +218,7 @@ def shortcuts(ctx: Context) -> None:
         return
     table, missing = lesson.occlusion_rows(run)
     metrics_table(table)
-    pred = dashboard.predictions(run.run_id, "test", ctx.store)
+    pred = ui_runs.predictions(run.run_id, "test", ctx.store)
     if pred is not None and len(pred):
         path = data.resolve_root(run.settings["data_dir"], require_train=False) / pred["path"].iloc[0]
         cols = st.columns(3)
@@ -235,7 +235,7 @@ def shortcuts(ctx: Context) -> None:
 
 def saliency(ctx: Context) -> None:
     run = pick_run(ctx, "lesson_saliency_run")
-    pred = dashboard.predictions(run.run_id, "test", ctx.store) if run else None
+    pred = ui_runs.predictions(run.run_id, "test", ctx.store) if run else None
     if pred is None or pred.empty:
         return
     names = pred.sort_values("probability", ascending=False)["path"].head(12).tolist()
@@ -245,7 +245,7 @@ def saliency(ctx: Context) -> None:
     label = "PNEUMONIA" if float(pred.set_index("path").loc[picked, "probability"]) >= threshold else "NORMAL"
     # Both maps come from the predictor process: the server never loads TensorFlow.
     with st.spinner("Computing both heat maps..."):
-        maps = dashboard.predictor().sanity_maps(run.run_id, str(ctx.store.root), path, label)
+        maps = ui_runs.predictor().sanity_maps(run.run_id, str(ctx.store.root), path, label)
     gray = images.read_image_file(path)
     cols = st.columns(2)
     cols[0].image(heatmap.heatmap_image(gray, maps["trained"]), caption=f"trained model: evidence for {label}")

@@ -1,0 +1,104 @@
+"""Commands about data folders: what the Home and Dataset pages show, the demo set, the real download."""
+
+from __future__ import annotations
+
+import json
+
+from .common import data_arg
+
+
+def cmd_info(args) -> int:
+    from .. import data, explore
+
+    scan = data.scan_folder(data_arg(args.data))
+    split = data.assign_splits(scan.manifest, seed=args.seed)
+    summary = data.split_summary(split)
+    info = {
+        **explore.dataset_summary(scan),  # what the Home page shows
+        "splits": summary.to_dict(orient="records"),
+        "patient_overlap": data.patient_overlap(split),
+        "leakage": data.leakage_report(split),
+        "seed": args.seed,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['root']}{'  (SYNTHETIC demo data)' if scan.synthetic else ''}")
+    print(f"{info['images']} images of {info['patients']} patients: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(info["classes"].items())))
+    print("official folders: " + ", ".join(f"{k} {v}" for k, v in info["official_splits"].items() if v))
+    if scan.skipped:
+        print("skipped: " + ", ".join(f"{v} {k}" for k, v in scan.skipped.items()))
+    print(f"\nsplits used for training (by patient, seed {args.seed}):")
+    print(summary.to_string(index=False))
+    print("patients in two splits (leakage check): " + "; ".join(f"{r['pair']}: {r['verdict']}" for r in info["leakage"]))
+    if not all(r["exact"] for r in info["leakage"] if r["shared_ids"]):
+        print(data.OVERLAP_UNCERTAIN)
+    return 0
+
+
+def cmd_explore(args) -> int:
+    from .. import data, explore
+
+    scan = data.scan_folder(data_arg(args.data))
+    split = data.assign_splits(scan.manifest, seed=args.seed)
+    sizes = explore.image_size_table(scan.manifest, n=args.sample)
+    report = {
+        "summary": explore.dataset_summary(scan),
+        "class_balance": explore.class_balance(split).to_dict(orient="records"),
+        "images_per_patient": explore.images_per_patient(split).to_dict(orient="records"),
+        "patient_overlap": data.patient_overlap(split),
+        "naive_split_leakage": explore.naive_split_leakage(scan.manifest),
+        "image_sizes": sizes.describe().round(2).to_dict() if not sizes.empty else {},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"{report['summary']['root']}{'  (SYNTHETIC demo data)' if scan.synthetic else ''}")
+    print("\nclass balance (always answering PNEUMONIA scores the last column):")
+    print(explore.class_balance(split).to_string(index=False))
+    print("\nimages per patient:")
+    print(explore.images_per_patient(split).to_string(index=False))
+    print("\npatients in two splits, by patient (ours): " + ", ".join(f"{k} {v}" for k, v in report["patient_overlap"].items()))
+    print("patients in two splits, if split by image at random: " + ", ".join(f"{k} {v}" for k, v in report["naive_split_leakage"].items()))
+    if not sizes.empty:
+        print(f"\nimage sizes (sample of {len(sizes)}):")
+        print(sizes.describe().round(2).to_string())
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from ..demo import ensure_demo_dataset, write_demo_dataset
+
+    path = write_demo_dataset(args.out) if args.out else ensure_demo_dataset()
+    print(path)
+    return 0
+
+
+def cmd_download(args) -> int:
+    from ..download import download, export_line
+
+    root = download(args.source, args.out, sha256=args.sha256, echo=lambda line: print(line, flush=True))
+    print(export_line(root))
+    return 0
+
+
+def register(add, runs, as_json) -> None:
+    """Add these commands to the parser (cli.parser calls it)."""
+    p = add("info", cmd_info, "describe a data folder and the splits training would use", as_json)
+    p.add_argument("--data", help="Kaggle-layout folder (default: $CXR_DATA_DIR, else the synthetic demo set)")
+    p.add_argument("--seed", type=int, default=42)
+
+    p = add("explore", cmd_explore, "what the Dataset page shows: balance, patients, leakage, image sizes", as_json)
+    p.add_argument("--data")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--sample", type=int, default=300, help="images whose headers are read for sizes")
+
+    p = add("demo-data", cmd_demo_data, "write the synthetic demo data set")
+    p.add_argument("--out")
+
+    p = add("download", cmd_download, "fetch the Kermany data set (CC BY 4.0) in Kaggle layout; prints the CXR_DATA_DIR line last")
+    p.add_argument("--source", default="kaggle", help="kaggle (default, with kagglehub), an http(s) URL of a zip, or a local zip")
+    p.add_argument("--out", help="folder to create (default: ~/data/chest_xray)")
+    p.add_argument("--sha256", help="expected SHA-256 of the zip at --source URL")
+
