@@ -85,3 +85,23 @@ def moved_beyond_range(previous: dict, current: dict) -> bool:
     if current["n"] - current["missing"] < 2:
         return False  # one repeat has no range to compare with
     return abs(current["median"] - previous["median"]) > current["max"] - current["min"]
+
+
+def macro_f1_from_rates(accuracy, sensitivity, specificity) -> float | None:
+    """Macro F1 of a binary result known by its accuracy, sensitivity and specificity on one folder.
+
+    The three fix the folder's share of positives, p = (accuracy - specificity) / (sensitivity -
+    specificity), and with it the confusion matrix up to scale (F1 does not depend on scale). None
+    when sensitivity equals specificity (p is then undetermined) or a figure is missing.
+    """
+    if None in (accuracy, sensitivity, specificity) or abs(sensitivity - specificity) < 1e-9:
+        return None
+    p = (accuracy - specificity) / (sensitivity - specificity)
+    if not 0 < p < 1:
+        return None
+    tp, fn = sensitivity * p, (1 - sensitivity) * p
+    tn, fp = specificity * (1 - p), (1 - specificity) * (1 - p)
+    f1_pos = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    f1_neg = 2 * tn / (2 * tn + fn + fp) if tn else 0.0
+    return (f1_pos + f1_neg) / 2
+

@@ -94,17 +94,24 @@ def classify(loaded: LoadedRun, pixels: np.ndarray, name: str, appearance: dict 
 def predict_image(loaded: LoadedRun, source, name: str | None = None) -> dict:
     """One file path or bytes -> classify()'s result; raises ImageDecodeError."""
     pixels, appearance = images.load_with_appearance(source, loaded.image_size, name=name)
-    return classify(loaded, pixels, name or str(source), appearance)
+    return classify(loaded, pixels, _file_name(source, name), appearance)
+
+
+def _file_name(source, name: str | None) -> str:
+    """What a result calls its image: the name given, else the path; bytes without a name are "upload"."""
+    if name:
+        return name
+    return "upload" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
 
 
 def analyse(loaded: LoadedRun, source, name: str | None = None) -> dict:
     """One file path or bytes -> classify()'s result plus "heatmap" ((S, S) in [0, 1], or None with
-    "heatmap_error") and "model"; raises ImageDecodeError. The one engine for a prediction with its
-    Grad-CAM: the dashboard's predictor process and the CLI both call it."""
+    "heatmap_error") and "model"; raises ImageDecodeError. What the Predict page shows, computed in
+    the predictor process; `predict --heatmap` draws the same Grad-CAM (explain.write_heatmap)."""
     from . import explain
 
     pixels, appearance = images.load_with_appearance(source, loaded.image_size, name=name)  # decoded once, for both
-    result = classify(loaded, pixels, name or str(source), appearance)
+    result = classify(loaded, pixels, _file_name(source, name), appearance)
     try:
         # Evidence for the call the model made at its own threshold, not at 0.5.
         result["heatmap"] = explain.gradcam(loaded.model, pixels, class_index=CLASSES.index(result["label"]))

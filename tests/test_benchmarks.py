@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT
@@ -387,6 +388,26 @@ def test_time_to_quality_never_reached():
     assert time_to_quality(ours, None)["reached"] is False  # the seed's final AUC was undefined
 
 
+@pytest.mark.parametrize("tn, fp, fn, tp", [(80, 40, 6, 190), (117, 0, 3, 196), (60, 57, 1, 198)])
+def test_macro_f1_from_the_rates_is_sklearns_on_the_same_confusion_matrix(tn, fp, fn, tp):
+    from sklearn.metrics import f1_score
+
+    from speed_time_to_quality import macro_f1_from_rates
+
+    y_true = np.array([0] * (tn + fp) + [1] * (fn + tp))
+    y_pred = np.array([0] * tn + [1] * fp + [0] * fn + [1] * tp)
+    n = tn + fp + fn + tp
+    derived = macro_f1_from_rates((tn + tp) / n, tp / (tp + fn), tn / (tn + fp))
+    assert derived == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+
+
+def test_macro_f1_from_rates_is_undefined_when_they_cannot_fix_the_class_shares():
+    from speed_time_to_quality import macro_f1_from_rates
+
+    assert macro_f1_from_rates(0.9, 0.9, 0.9) is None  # sensitivity = specificity: any prevalence fits
+    assert macro_f1_from_rates(None, 0.9, 0.8) is None
+
+
 def test_evaluation_time_is_subtracted_from_later_epochs_only():
     from speed_time_to_quality import exclude_evaluation
 
@@ -406,5 +427,6 @@ def test_spread_and_moves_beyond_the_range_between_repeats():
     assert moved_beyond_range(spread([5.0]), spread([2.0, 2.5, 3.0]))  # moved 2.5, range 1
     assert not moved_beyond_range(spread([2.9]), spread([2.0, 2.5, 3.0]))
     assert not moved_beyond_range(spread([9.0]), spread([2.0]))  # one repeat: no range to judge by
-    assert ratio_verdict(spread([0.4, 0.45, 0.3])) == "yes"
-    assert ratio_verdict(spread([0.4, 0.6, None])) == "varies (1 of 3 repeats)"
+    assert ratio_verdict(spread([0.3, 0.25, 0.33])) == "yes"  # the target: at least 3x faster in every repeat
+    assert ratio_verdict(spread([0.3, 0.6, None])) == "varies (1 of 3 repeats)"
+    assert ratio_verdict(spread([0.4, 0.5, 0.45])) == "NO"

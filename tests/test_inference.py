@@ -304,3 +304,9 @@ def test_predictions_during_training(tiny_run, demo_dir, tmp_path):
 def test_a_batch_with_two_files_of_one_name_tells_them_apart():
     named = inference.unique_names([("image.jpg", b"a"), ("other.png", b"b"), ("image.jpg", b"c"), ("image.jpg", b"d")])
     assert named == [("image.jpg", b"a"), ("other.png", b"b"), ("image.jpg (2)", b"c"), ("image.jpg (3)", b"d")]
+
+
+def test_bytes_without_a_name_are_called_upload_not_their_contents(loaded, demo_dir):
+    content = Path(demo_files(demo_dir, "NORMAL", 1)[0]).read_bytes()
+    assert predict_image(loaded, content)["file"] == "upload"
+    assert predict_image(loaded, content, name="film.png")["file"] == "film.png"
