@@ -151,6 +151,17 @@ def test_info_json(demo_dir):
     assert {row["split"] for row in info["splits"]} == {"train", "val", "test"}
 
 
+def test_info_text_says_what_the_dataset_page_says_about_leakage(demo_dir, capsys):
+    from cxr_core import data, explore
+
+    assert main(["info", "--data", str(demo_dir)]) == 0
+    out = capsys.readouterr().out
+    scan = data.scan_folder(demo_dir)
+    split = data.assign_splits(scan.manifest, seed=42)
+    findings = explore.leakage_findings(data.leakage_report(split), explore.naive_split_leakage(scan.manifest))
+    assert findings and all(sentence in out for _, sentence in findings)
+
+
 def test_explore_json_reports_balance_and_leakage(demo_dir):
     result = cli("explore", "--data", demo_dir, "--json", timeout=300)
     assert result.returncode == 0, result.stderr

@@ -31,9 +31,8 @@ def cmd_info(args) -> int:
         print("skipped: " + ", ".join(f"{v} {k}" for k, v in scan.skipped.items()))
     print(f"\nsplits used for training (by patient, seed {args.seed}):")
     print(summary.to_string(index=False))
-    print("patients in two splits (leakage check): " + "; ".join(f"{r['pair']}: {r['verdict']}" for r in info["leakage"]))
-    if not all(r["exact"] for r in info["leakage"] if r["shared_ids"]):
-        print(data.OVERLAP_UNCERTAIN)
+    for level, sentence in explore.leakage_findings(info["leakage"], explore.naive_split_leakage(scan.manifest)):
+        print(f"{level}: {sentence}" if level == "error" else sentence)  # what the Dataset page shows
     return 0
 
 
