@@ -99,14 +99,15 @@ def machine_line(m: dict) -> str:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command as a person would retype it from the project root."""
+    """The command as a person would retype it from the project root, absolute paths made relative
+    to it (--data /home/me/x and --data=/home/me/x alike): results never name this machine's folders."""
     argv = sys.argv if argv is None else argv
-    script = Path(argv[0])
-    try:
-        script = script.resolve().relative_to(PROJECT_ROOT)
-    except ValueError:
-        pass
-    return "python " + shlex.join([str(script), *argv[1:]])
+
+    def relative(arg: str) -> str:
+        option, sep, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        return f"{option}{sep}{project_relative(value)}" if os.path.isabs(value) else arg
+
+    return "python " + shlex.join([project_relative(argv[0]), *map(relative, argv[1:])])
 
 
 def project_relative(path) -> str:

@@ -388,6 +388,14 @@ def test_time_to_quality_never_reached():
     assert time_to_quality(ours, None)["reached"] is False  # the seed's final AUC was undefined
 
 
+def test_the_recorded_command_names_folders_relative_to_the_project():
+    script = str(PROJECT_ROOT / "benchmarks" / "speed.py")
+    elsewhere = str(PROJECT_ROOT.parent / "shared" / "data")
+    line = common.command_line([script, "--data", elsewhere, f"--out={elsewhere}", "--only", "training"])
+    assert line == ("python benchmarks/speed.py --data ../shared/data --out=../shared/data --only training")
+    assert str(PROJECT_ROOT.parent) not in line
+
+
 @pytest.mark.parametrize("tn, fp, fn, tp", [(80, 40, 6, 190), (117, 0, 3, 196), (60, 57, 1, 198)])
 def test_macro_f1_from_the_rates_is_sklearns_on_the_same_confusion_matrix(tn, fp, fn, tp):
     from sklearn.metrics import f1_score
