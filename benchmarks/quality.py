@@ -36,7 +36,9 @@ import pandas as pd
 import common
 from quality_report import OFFLINE, metric_cell, render
 from cxr_core import evaluate, reference
-from cxr_core.config import METRICS, MODEL_NAMES, UserError, default_settings
+from cxr_core.config import METRICS, UserError
+from cxr_core import registry
+from cxr_core.registry import default_settings
 from cxr_core.store import OWN, RunStore, evaluation_files
 
 DEFAULT_TEST = common.DEFAULT_TEST_DATA
@@ -44,11 +46,9 @@ FAMILIES = ("mobilenetv2", "densenet121")
 
 
 def family(model: str) -> str | None:
-    if model.startswith("mobilenetv2"):
-        return "mobilenetv2"
-    if model.startswith("densenet121"):
-        return "densenet121"
-    return None
+    """The keras.applications family of a pretrained model, None for one trained from scratch."""
+    spec = registry.get(model)
+    return spec.family if spec.pretrained else None
 
 
 def imagenet_reachable(timeout: float = 3.0) -> bool:
@@ -101,8 +101,8 @@ def plan_weights(models: list[str], requested: list[str]) -> dict[str, tuple[str
     return plan
 
 
-def expected_settings(model: str, epochs: int | None, weights: str | None, data: Path) -> dict:
-    settings = default_settings(model)
+def expected_settings(model: str, epochs: int | None, weights: str | None, data: Path, recipe: str = "improved") -> dict:
+    settings = default_settings(model, recipe)
     if epochs is not None:
         settings.epochs = epochs
     if weights is not None:
@@ -118,9 +118,10 @@ def find_reusable(store: RunStore, wanted: dict) -> str | None:
     return None
 
 
-def train(model: str, args, store_dir: Path, epochs: int | None, weights: str | None, log_dir: Path) -> str:
+def train(model: str, args, store_dir: Path, epochs: int | None, weights: str | None, log_dir: Path,
+          recipe: str = "improved") -> str:
     command = [sys.executable, "-m", "cxr_core", "train", "--data", str(args.data), "--model", model,
-               "--runs", str(store_dir)]
+               "--recipe", recipe, "--runs", str(store_dir)]
     if epochs is not None:
         command += ["--epochs", str(epochs)]
     if weights is not None:
@@ -157,7 +158,8 @@ def model_row(model: str, run_id: str, store: RunStore, result: dict, weights_us
     run = store.get(run_id)
     history = run.history()
     row = {
-        "model": model, "run": run_id, "reused": reused,
+        "model": model if run.recipe == "improved" else f"{model} (study recipe)", "recipe": run.recipe,
+        "run": run_id, "reused": reused,
         "weights": run.settings.get("weights") if family(model) else None, "weights_used": weights_used,
         "image_size": run.settings.get("image_size"),
         "epochs_configured": run.settings.get("epochs"), "epochs_run": len(history),
@@ -230,8 +232,8 @@ def parse_overrides(items: list[str]) -> dict[str, int]:
     overrides = {}
     for item in items:
         model, _, value = item.partition("=")
-        if model not in MODEL_NAMES or not value.isdigit() or int(value) < 1:
-            raise SystemExit(f"--epochs-override {item}: use MODEL=N with MODEL one of {', '.join(MODEL_NAMES)}")
+        if model not in registry.names() or not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"--epochs-override {item}: use MODEL=N with MODEL one of {', '.join(registry.names())}")
         overrides[model] = int(value)
     return overrides
 
@@ -242,7 +244,9 @@ def main(argv=None) -> int:
     p.add_argument("--test-data", type=Path, default=DEFAULT_TEST if DEFAULT_TEST.is_dir() else None,
                    help="a labelled folder of the official test split to score every model on "
                         "(default: %(default)s; the headline table)")
-    p.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated subset (default: all five)")
+    p.add_argument("--models", default=",".join(registry.names()), help="comma-separated subset (default: all five)")
+    p.add_argument("--recipes", default="improved,study",
+                   help="recipes to train each model with (registry.Recipe; default: %(default)s: ours beside the study's)")
     p.add_argument("--epochs-override", action="append", default=[], metavar="MODEL=N",
                    help="train MODEL for N epochs instead of its default (repeatable; the table says so)")
     p.add_argument("--weights", action="append", default=[], metavar="auto|imagenet|none|FAMILY=PATH",
@@ -265,9 +269,9 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODEL_NAMES]
+    unknown = [m for m in models if m not in registry.names()]
     if unknown or not models:
-        raise SystemExit(f"--models: unknown {unknown}; choose from {', '.join(MODEL_NAMES)}")
+        raise SystemExit(f"--models: unknown {unknown}; choose from {', '.join(registry.names())}")
     overrides = parse_overrides(args.epochs_override)
     weights = plan_weights(models, args.weights)
     store_dir = args.runs.expanduser().resolve()
@@ -291,24 +295,28 @@ def main(argv=None) -> int:
         result["date"] = common.now_iso()
         common.write_results(args.out, "quality", result, "# Quality benchmark\n\n" + render(result))
 
-    for model in models:
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    if not recipes or set(recipes) - set(registry.Recipe):
+        raise SystemExit(f"--recipes: choose from {', '.join(registry.Recipe)}")
+    result["recipes"] = recipes
+    for model, recipe in [(m, r) for m in models for r in recipes]:
         epochs = overrides.get(model)
         weight_value, weights_used = weights[model]
-        print(f"[{model}] epochs {epochs or 'default'}, weights: {weights_used}", flush=True)
+        print(f"[{model}, {recipe} recipe] epochs {epochs or 'default'}, weights: {weights_used}", flush=True)
         try:
-            wanted = expected_settings(model, epochs, weight_value, args.data)
+            wanted = expected_settings(model, epochs, weight_value, args.data, recipe)
             run_id = find_reusable(store, wanted) if args.reuse else None
             reused = run_id is not None
             if reused:
                 print(f"  reusing finished run {run_id}", flush=True)
             else:
-                run_id = train(model, args, store_dir, epochs, weight_value, log_dir)
+                run_id = train(model, args, store_dir, epochs, weight_value, log_dir, recipe)
             test = evaluate_test(run_id, store_dir)
             shifted = evaluate_test(run_id, store_dir, args.test_data) if args.test_data else None
             row = model_row(model, run_id, store, test, weights_used, model in overrides, reused, shifted)
         except Exception as error:  # keep going: one model's failure must not lose the others
             print(f"  FAILED: {error}", flush=True)
-            result["failed"].append({"model": model, "error": str(error)[:500]})
+            result["failed"].append({"model": model, "recipe": recipe, "error": str(error)[:500]})
             save()
             continue
         result["rows"].append(row)
@@ -322,7 +330,8 @@ def main(argv=None) -> int:
 
     try:
         source = next((r["shifted"]["source"] for r in result["rows"] if r.get("shifted")), None)
-        result["ensemble"] = ensemble_row(result["rows"], store, source)
+        result["ensemble"] = ensemble_row([r for r in result["rows"] if r.get("recipe", "improved") == "improved"],
+                                          store, source)
     except Exception as error:
         result["failed"].append({"model": "ensemble", "error": str(error)[:500]})
     result["complete"] = not result["failed"]

@@ -38,8 +38,7 @@ SECTIONS = {
 }
 # Child processes the sections start (a fresh interpreter each): name -> (module, function).
 CHILDREN = {
-    "seed-train": ("speed_seed", "seed_train_child"),
-    "ours-train": ("speed_ours", "ours_train_child"),
+    "product-train": ("speed_ours", "product_train_child"),
     "pages": ("speed_pages", "pages_child"),
     "apptest-visit": ("speed_memory", "apptest_visit_child"),
     "scale": ("speed_scale", "scale_child"),
@@ -52,7 +51,7 @@ def function(module: str, name: str):
 
 
 def parse_args(argv):
-    from cxr_core.config import MODEL_NAMES
+    from cxr_core.registry import names
     from speed_data import DEFAULT_TEST_DATA
 
     sections_help = "\n".join(f"  {name:<9} {what}" for name, (_, _, what) in SECTIONS.items())
@@ -67,7 +66,7 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the training comparison (default: %(default)s)")
     p.add_argument("--skip-seed-baseline", action="store_true", help="leave the seed baseline CNN's row out (shorter)")
     p.add_argument("--calls", type=int, default=50, help="timed prediction calls (default: %(default)s)")
-    p.add_argument("--predict-models", default=",".join(MODEL_NAMES), help="models to time predictions of (default: all)")
+    p.add_argument("--predict-models", default=",".join(names()), help="models to time predictions of (default: all)")
     p.add_argument("--scale-images", type=int, default=20000, help="images in the synthetic scale folder (default: %(default)s)")
     p.add_argument("--app", type=Path, default=common.PROJECT_ROOT / "app.py", help="the dashboard's entry script")
     p.add_argument("--page-timeout", type=float, default=120.0, help="seconds before AppTest gives up on a page")
@@ -85,7 +84,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
-    bad_models = [m for m in args.predict_models.split(",") if m not in MODEL_NAMES]
+    bad_models = [m for m in args.predict_models.split(",") if m not in names()]
     if bad_models:
         p.error(f"--predict-models: unknown {bad_models}")
     return args

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import common
 from speed_data import child_command
-from speed_ours import train_ours
+from speed_ours import train_product
 from speed_pages import discover_pages, make_page_store, page_env
 
 def proc_memory(pid: int) -> dict:
@@ -102,7 +102,7 @@ def section_memory(ctx) -> dict:
     else:
         print("  training run (regularized_cnn defaults"
               + (f", --epochs {ctx.args.epochs}" if ctx.args.epochs else "") + ")", flush=True)
-        ours = train_ours(ctx, ctx.args.epochs, "memory", dev=None)
+        ours = train_product(ctx, ctx.args.epochs, "memory", dev=None)
         result["training"] = {"peak_rss_mib": ours["peak_rss_mib"], "epochs": ours["epochs_run"],
                               "limit": ctx.args.limit, "source": "`python -m cxr_core train` child; wait4 ru_maxrss"}
     print(f"  training peak {result['training']['peak_rss_mib']:.0f} MiB", flush=True)

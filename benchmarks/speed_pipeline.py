@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from cxr_core.config import default_settings
+from cxr_core.registry import default_settings
 from speed_data import BATCH, env_vars, fresh, seed_dataset, warm_page_cache
 
 

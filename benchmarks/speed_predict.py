@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 import common
-from cxr_core.config import default_settings
+from cxr_core.registry import default_settings
 from speed_data import fresh
 
 

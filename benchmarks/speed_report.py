@@ -236,16 +236,20 @@ def section_notes(result: dict) -> list[str]:
 
 def training_notes(t: dict) -> list[str]:
     r = t["seed_recipe"]
+    if "recipe" not in r:  # stored before the study recipe ran through the product's code
+        sides = ("the seed recipes were a separate reconstruction (speed_seed.py, conv widths 32/64/128, 180x180 "
+                 "RGB via image_dataset_from_directory), since withdrawn: it made the study's epochs several times "
+                 "more expensive than the study's own architecture")
+    else:
+        sides = (f"both sides are the product's training job (`python -m cxr_core train --model MODEL "
+                 f"[--recipe study]`, cold private cache: decoding included) with one extra Keras callback that "
+                 f"scores each epoch; the study's recipe: {r['image_size']} px, {r['epochs']} epochs, Adam "
+                 f"{r['learning_rate']:g} constant, threshold {r['fixed_threshold']}, the same patient split")
     notes = [f"Time to quality: {DEFINITION}",
-             f"Sides: ours is the product's training job (`python -m cxr_core train --model regularized_cnn`, defaults, "
-             f"cold private cache: decoding included) with one extra Keras callback that scores each epoch; the seed "
-             f"recipes are the seed's regularized CNN and its baseline CNN at {r['image_size']}x{r['image_size']} RGB, "
-             f"{r['epochs']} epochs, Adam {r['learning_rate']:g}, threshold {r['threshold']}, read by "
-             "image_dataset_from_directory from folders of symlinks to the same patient split of the same training "
-             f"images. Dev half: `{t['test_data']}`. {t['repeats']} interleaved repeat(s) in the order "
+             f"Sides: {sides}. Dev half: `{t['test_data']}`. {t['repeats']} interleaved repeat(s) in the order "
              f"{', '.join(t['order'])}; each figure is the median [min, max] over the repeats; the ratio is taken "
              "within each repeat. Total wall time runs from the child's start to its exit (start-up, decoding, "
-             "fitting, ours' own scoring and saving), dev scoring subtracted."]
+             "fitting, the job's own scoring and saving), dev scoring subtracted."]
     for moved in t.get("moved_since_previous", []):
         notes.append(f"MOVED: {moved['figure']} went from {moved['previous_median']:.3g} (commit "
                      f"{moved['previous_commit']}) to {moved['median']:.3g}, more than its range between repeats now "

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import common
-from cxr_core.config import CLASSES, default_settings
+from cxr_core.config import CLASSES
+from cxr_core.registry import default_settings
 from speed_data import BATCH, child_command, fresh, patient_split
 
 

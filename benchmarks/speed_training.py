@@ -1,7 +1,9 @@
-"""Training section: time to quality, the seed's regularized recipe against our regularized_cnn defaults.
+"""Training section: time to quality, the study's recipe against ours, both through the product's code.
 
-Each repeat runs, in this order and one at a time: the seed regularized recipe, ours, the seed
-baseline CNN (the second row), so a slow spell of the shared machine hits both sides alike.
+The study's side is `train --model regularized_cnn --recipe study` (the registry's study preset);
+ours is the same command with the default recipe. Each repeat runs, in this order and one at a
+time: the study's regularized CNN, ours, the study's baseline CNN (the second row), so a slow
+spell of the shared machine hits both sides alike.
 Every side's child scores each epoch's model on the official test dev half; that scoring's time is
 subtracted (speed_time_to_quality.DEFINITION). Repeats rerun the same seeds: their range is the
 machine's timing noise plus TensorFlow's non-determinism, not seed-to-seed variation.
@@ -14,13 +16,16 @@ from pathlib import Path
 import numpy as np
 
 import common
-from speed_data import SEED_RECIPE, child_command
-from speed_ours import run_side, train_ours
+from speed_ours import train_product
+from cxr_core import registry
 from speed_time_to_quality import (DEFINITION, exclude_evaluation, final_target, moved_beyond_range, spread,
                                    time_to_quality)
 
-SIDES = {"seed_regularized": "seed regularized recipe", "ours": "ours: regularized_cnn defaults",
-         "seed_baseline": "seed baseline CNN"}
+# Result keys keep their names ("seed_*": the seed study's recipe), so earlier results still read.
+SIDES = {"seed_regularized": "regularized_cnn, the study's recipe", "ours": "regularized_cnn, our recipe",
+         "seed_baseline": "baseline_cnn, the study's recipe"}
+SIDE_MODELS = {"seed_regularized": (registry.DEFAULT_MODEL, "study"), "ours": (registry.DEFAULT_MODEL, "improved"),
+               "seed_baseline": (registry.REFERENCE_MODEL, "study")}
 FIGURES = ("time_to_quality_s", "epoch_reached", "final_accuracy", "final_auc", "total_wall_s", "seconds_per_epoch",
            "evaluation_s")
 
@@ -48,15 +53,11 @@ def dev_folder(ctx) -> Path:
 
 
 def run_repeat(ctx, repeat: int, order: list[str], dev: Path) -> list[dict]:
-    links, epochs, records = ctx.links(), ctx.args.epochs, []
+    epochs, records = ctx.args.epochs, []
     for name in order:
         print(f"  repeat {repeat}/{ctx.args.repeats}: {SIDES[name]}", flush=True)
-        if name == "ours":
-            side = train_ours(ctx, epochs, f"training-{repeat}", dev)
-        else:
-            spec = {"kind": name.split("_", 1)[1], "train": str(links["train"]), "val": str(links["val"]),
-                    "dev": str(dev / "test"), "epochs": epochs or SEED_RECIPE["epochs"], "seed": 42}
-            side = run_side(child_command("seed-train", spec), None, echo=not ctx.args.quiet)
+        model, recipe = SIDE_MODELS[name]
+        side = train_product(ctx, epochs, f"training-{name}-{repeat}", dev, model=model, recipe=recipe)
         records.append(side_record(name, repeat, side))
     target = final_target(next(r for r in records if r["side"] == "seed_regularized")["per_epoch"])
     for record in records:
@@ -123,7 +124,8 @@ def section_training(ctx) -> dict:
     ctx.training_peak = {"peak_rss_mib": max(r["peak_rss_mib"] for r in ours), "epochs": len(ours[-1]["per_epoch"]),
                          "limit": ctx.args.limit}
     result = {"definition": DEFINITION, "test_data": common.project_relative(dev), "repeats": ctx.args.repeats,
-              "order": order, "seed_recipe": dict(SEED_RECIPE, epochs=ctx.args.epochs or SEED_RECIPE["epochs"]),
+              "order": order, "seed_recipe": dict(registry.default_settings(registry.DEFAULT_MODEL, "study").to_dict(),
+                                  **({"epochs": ctx.args.epochs} if ctx.args.epochs else {})),
               "runs": records, "summary": summary,
               "moved_since_previous": moved_figures((ctx.previous or {}).get("training"), summary)}
     ratio = summary["ratio"]

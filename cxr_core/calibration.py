@@ -112,6 +112,17 @@ def predictive_values(sensitivity: float, specificity: float, prevalence: float)
                          "missed": 1000 * false_neg, "cleared": 1000 * true_neg}}
 
 
+def site_threshold(y_true, prob, target_sensitivity: float = 0.95) -> dict:
+    """Site calibration: the threshold with the highest specificity at sensitivity >= target on a small
+    labelled sample of the site's own images, as a hospital recalibrates an adopted model's operating
+    point (Hwang et al., Eur Radiol 2020). The sample must not be the images then scored."""
+    from .evaluate import choose_threshold
+
+    choice = choose_threshold(y_true, prob, target_sensitivity, rule="sensitivity")
+    choice["rule"] = f"highest specificity with sensitivity >= {target_sensitivity:g} on a labelled folder"
+    return choice
+
+
 def for_run(run_id: str, store, split: str = "test", source: str = "own") -> dict:
     """calibration_report() of a run's stored predictions on (split, source), the temperature fitted on
     its own validation predictions. Raises UserError when either is missing."""

@@ -310,3 +310,15 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     counts[counts == 0] = 1.0
     total = counts.sum()
     return {i: float(total / (2.0 * counts[i])) for i in range(2)}
+
+
+def shared_images(paths, others) -> list[str]:
+    """The files of `paths` whose bytes equal a file of `others` (same image under any name or folder)."""
+    import hashlib
+
+    def digest(path) -> str:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+
+    theirs = {digest(p) for p in others}
+    return [str(p) for p in paths if digest(p) in theirs]

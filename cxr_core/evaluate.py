@@ -98,7 +98,7 @@ def choose_threshold(y_true, prob, target_sensitivity: float = 0.95, rule: str =
     the validation split's score distribution carries over to new images.
     Run it on validation data: a threshold chosen on test data flatters the test score.
     """
-    if rule not in THRESHOLD_RULES:
+    if rule not in THRESHOLD_RULES or rule == "fixed":
         raise ValueError(f"unknown threshold rule {rule!r}; use one of {', '.join(THRESHOLD_RULES)}")
     y, p = _check(y_true, prob)
     threshold = 0.5
@@ -121,6 +121,22 @@ def choose_threshold(y_true, prob, target_sensitivity: float = 0.95, rule: str =
                  else "highest sensitivity + specificity (Youden's J) on validation")
     return {"threshold": threshold, "rule": described, "rule_name": rule,
             "sensitivity": at["sensitivity"], "specificity": at["specificity"]}
+
+
+def fixed_threshold(y_true, prob, threshold: float = 0.5) -> dict:
+    """A threshold set in advance, not chosen on data (the study's argmax of two outputs is 0.5)."""
+    y, p = _check(y_true, prob)
+    at = metrics_at_threshold(y, p, threshold)
+    return {"threshold": float(threshold), "rule": f"fixed at {threshold:g}", "rule_name": "fixed",
+            "sensitivity": at["sensitivity"], "specificity": at["specificity"]}
+
+
+def threshold_for(settings, y_val, p_val, groups=None) -> dict:
+    """The threshold a run's settings ask for, from its validation predictions only
+    (settings.threshold_rule: one of THRESHOLD_RULES)."""
+    if settings.threshold_rule == "fixed":
+        return fixed_threshold(y_val, p_val, settings.fixed_threshold)
+    return choose_threshold(y_val, p_val, settings.target_sensitivity, rule=settings.threshold_rule)
 
 
 def _resample_weights(n: int, groups, n_boot: int, seed: int) -> np.ndarray:

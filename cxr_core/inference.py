@@ -19,7 +19,8 @@ from . import data as data_mod
 from . import images, ood, pipeline
 from .config import CLASSES, TrainSettings, UserError
 from . import evaluate
-from .store import OWN, RunStore, atomic_write_csv, atomic_write_json, evaluation_files, folder_key, occluded_source
+from .store import (OWN, RunStore, atomic_write_csv, atomic_write_json, calibrated_source, evaluation_files, folder_key,
+                    occluded_source, read_json)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def unique_names(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 
 
 def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *, recompute: bool = False,
-                 occlusion: str | None = None) -> dict:
+                 occlusion: str | None = None, threshold_from=None) -> dict:
     """Evaluate a run on one split of its own data, or on another labelled folder.
 
     Without `data_dir` (or with the run's own data folder) the run's own split is
@@ -154,7 +155,13 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
     `occlusion` ("lungs" or "outside", images.OCCLUSIONS) the images are scored
     with the lung box blacked out, or all but it, and stored apart under
     "<source>+occlude-<occlusion>": the shortcut test never replaces a plain evaluation.
+    With `threshold_from` (a labelled folder, laid out like `data_dir`) the images are
+    scored at the threshold that meets the run's target sensitivity on that folder
+    (site calibration, calibration.site_threshold), stored under
+    "<source>+threshold-from-<its key>"; refused when the two folders share an image.
     """
+    if threshold_from is not None and occlusion:
+        raise UserError("--threshold-from and --occlude go separately: score the occluded images at the run's threshold")
     run = store.get(run_id)
     if split_name not in data_mod.SPLITS:
         raise UserError(f"unknown split {split_name!r}; use one of {', '.join(data_mod.SPLITS)}")
@@ -183,10 +190,42 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
     if missing:
         raise UserError(f"{len(missing)} images of the {split_name} split are missing under {root}, e.g. {missing[0]}; pass --data with the folder the run was trained on")
     loaded = load_run(run_id, store)
+    choice = None
+    if threshold_from is not None:
+        choice = _site_threshold(run, loaded, threshold_from, split_name, part)
+        source = calibrated_source(source, folder_key(run.path, split_name, choice["root"]))
     cache = pipeline.build_cache(part["path"].tolist(), loaded.image_size, occlusion=occlusion)
     part = pipeline.with_cache_rows(part, cache)
     prob = predict_rows(loaded.model, cache, part["row"])
-    return write_evaluation(run.path, split_name, part, prob, loaded.threshold, root, source)
+    if choice is None:
+        return write_evaluation(run.path, split_name, part, prob, loaded.threshold, root, source)
+    return write_evaluation(run.path, split_name, part, prob, choice["threshold"], root, source,
+                            threshold_source=f"labelled folder {Path(choice['root']).name}",
+                            threshold_from={"data_dir": choice["root"], "n": choice["n"], "rule": choice["rule"],
+                                            "sensitivity": choice["sensitivity"], "specificity": choice["specificity"]})
+
+
+def _site_threshold(run, loaded: LoadedRun, folder, split_name: str, scored: pd.DataFrame) -> dict:
+    """The threshold meeting the run's target sensitivity on the labelled `folder`, which must share no
+    image (by content) with the `scored` images: calibrating on the images scored would flatter them."""
+    from .calibration import site_threshold
+
+    root = data_mod.resolve_root(folder, require_train=False)
+    manifest = data_mod.scan_folder(root, require_train=False).manifest
+    cal = manifest[manifest.source_split == split_name]
+    cal = cal if not cal.empty else manifest
+    shared = data_mod.shared_images(cal["path"], scored["path"])
+    if shared:
+        raise UserError(f"--threshold-from {root} shares {len(shared)} images with the scored folder (e.g. "
+                        f"{shared[0]}): a threshold fitted on the images it scores flatters them; pass a labelled "
+                        "folder of other images from the same site")
+    if cal["label"].nunique() < 2:
+        raise UserError(f"--threshold-from {root}: needs labelled images of both classes (NORMAL and PNEUMONIA)")
+    cache = pipeline.build_cache(cal["path"].tolist(), loaded.image_size)
+    cal = pipeline.with_cache_rows(cal, cache)
+    target = TrainSettings.from_dict(run.settings).target_sensitivity
+    choice = site_threshold(cal["label"].to_numpy(), predict_rows(loaded.model, cache, cal["row"]), target)
+    return {**choice, "root": str(root), "n": int(len(cal))}
 
 
 def predict_rows(model, cache, rows, batch_size: int = 64) -> np.ndarray:
@@ -196,11 +235,17 @@ def predict_rows(model, cache, rows, batch_size: int = 64) -> np.ndarray:
 
 
 def write_evaluation(run_path, split_name: str, part, prob: np.ndarray, threshold: float, root,
-                     source: str = OWN) -> dict:
-    """Score and store one split's predictions; intervals resample patients, not images."""
+                     source: str = OWN, *, threshold_source: str | None = None, threshold_from: dict | None = None) -> dict:
+    """Score and store one split's predictions; intervals resample patients, not images.
+
+    threshold_source: where the threshold came from; by default the run's own rule
+    ("validation", or "fixed" for a threshold set in advance)."""
     result = evaluate.evaluate_predictions(part["label"].to_numpy(), prob, threshold,
                                            groups=part["patient_id"].to_numpy())
-    result.update(run=run_path.name, split=split_name, data_dir=str(root), source=source)
+    result.update(run=run_path.name, split=split_name, data_dir=str(root), source=source,
+                  threshold_source=threshold_source or _own_threshold_source(run_path))
+    if threshold_from:
+        result["threshold_from"] = threshold_from
     json_path, csv_path = evaluation_files(run_path, split_name, source)
     atomic_write_json(json_path, result)
     predictions = part[["path", "label", "patient_id", "kind"]].copy()
@@ -209,6 +254,14 @@ def write_evaluation(run_path, split_name: str, part, prob: np.ndarray, threshol
     predictions["predicted"] = (prob >= threshold).astype(int)
     atomic_write_csv(csv_path, predictions)
     return result
+
+
+def _own_threshold_source(run_path) -> str:
+    try:
+        rule = (read_json(Path(run_path) / "threshold.json", {}) or {}).get("rule_name")
+    except (OSError, ValueError, AttributeError):
+        rule = None
+    return "fixed" if rule == "fixed" else "validation"
 
 
 def _is_own_data(run, root: Path) -> bool:

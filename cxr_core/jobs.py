@@ -250,6 +250,34 @@ def submit(settings: TrainSettings, data_dir, store: RunStore | None = None, *, 
     return run.run_id
 
 
+def queue_lineup(models, data_dir, store: RunStore, *, recipe: str = "improved", weights: str | None = None) -> list[str]:
+    """Queue each of `models` with its settings under `recipe` (registry), skipping a model whose run
+    with that recipe already waits or trains on this folder; starts the worker. Returns the new run ids.
+
+    weights: for pretrained models only, where their base starts (registry.Weights or a file)."""
+    from . import registry
+
+    folder = str(Path(data_dir).expanduser().resolve())
+    waiting = {(r.model, r.recipe) for r in store.list()
+               if r.state in ACTIVE_STATES and r.settings.get("data_dir") == folder}
+    queued_ids = []
+    for model in models:
+        if (model, recipe) in waiting:
+            continue
+        settings = registry.default_settings(model, recipe)
+        if weights and registry.get(model).pretrained:
+            settings.weights = weights
+        queued_ids.append(submit(settings, folder, store, start=False))
+    if queued_ids:
+        spawn_worker(store)
+    return queued_ids
+
+
+def ahead_of_a_new_run(store: RunStore) -> int:
+    """How many runs a run queued now waits behind: the queued ones and a running one."""
+    return len(queued(store)) + any(r.state == RunState.RUNNING for r in store.list())
+
+
 def cancel(run_id: str, store: RunStore | None = None) -> str:
     """Stop a run: queued runs are marked cancelled; a running one is sent SIGTERM."""
     store = store or RunStore()

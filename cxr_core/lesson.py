@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import HEADLINE_METRICS, MODEL_NAMES
+from .config import HEADLINE_METRICS
+
+from . import registry
 from .store import OWN, split_source
 
-SCRATCH = ("baseline_cnn", "regularized_cnn")
-TRANSFER = ("mobilenetv2_frozen", "mobilenetv2_finetune", "densenet121_frozen")
 
 
 @dataclass(frozen=True)
@@ -136,13 +136,14 @@ def _same_folder(a, b) -> bool:
         return False
 
 
-def study_runs(store, data_dir) -> dict:
-    """{model: the newest finished run of it trained on `data_dir`}, in the study's order."""
+def study_runs(store, data_dir, recipe: str | None = "improved") -> dict:
+    """{model: the newest finished run of it trained on `data_dir` with `recipe` (any recipe when None)},
+    in the registry's order."""
     newest = {}
     for run in store.finished():  # newest first
-        if _same_folder(run.settings.get("data_dir"), data_dir):
+        if _same_folder(run.settings.get("data_dir"), data_dir) and recipe in (None, run.recipe):
             newest.setdefault(run.model, run)
-    return {model: newest[model] for model in MODEL_NAMES if model in newest}
+    return {model: newest[model] for model in registry.names() if model in newest}
 
 
 def active_runs(store, data_dir) -> dict:
@@ -196,13 +197,13 @@ def transfer_rows(store, data_dir) -> pd.DataFrame:
             continue
         seen.add(run.model)
         weights = run.settings.get("weights", "none")
-        start = ("random (trained from scratch)" if run.model in SCRATCH else
+        start = ("random (trained from scratch)" if run.model in registry.from_scratch() else
                  "ImageNet" if weights == "imagenet" else
                  "random: ImageNet weights NOT used (weights none)" if weights == "none" else f"file {weights}")
         evaluation = run.evaluation("test") or {}
         rows.append({"model": run.model, "run": run.run_id, "state": run.state, "weights": start,
                      **{k: evaluation.get(k) for k in _COLUMNS[1:]}, "note": run.error or ""})
-    order = {m: i for i, m in enumerate(MODEL_NAMES)}
+    order = {m: i for i, m in enumerate(registry.names())}
     return pd.DataFrame(sorted(rows, key=lambda r: order.get(r["model"], 99)),
                         columns=["model", "run", "state", "weights", *_COLUMNS[1:], "note"])
 
@@ -236,6 +237,7 @@ def summary(scan, split: pd.DataFrame, store, *, prevalence: float = 0.05) -> di
     from .explore import class_balance, naive_split_leakage
 
     runs = study_runs(store, scan.root)
+    study = study_runs(store, scan.root, recipe="study")
     records = lambda frame: frame.to_dict(orient="records")  # noqa: E731
     steps = {
         "1_census": records(class_balance(split)),
@@ -244,8 +246,11 @@ def summary(scan, split: pd.DataFrame, store, *, prevalence: float = 0.05) -> di
             "naive_split_children_on_both_sides": naive_split_leakage(scan.manifest),
             "leakage_check": data.leakage_report(split),
             "measured": {k: v for k, v in leakage_experiment(scan.manifest).items() if k != "runs"}},
-        "3_baseline_vs_regularized": {m: (runs[m].evaluation("test") or {}).get("confusion_matrix")
-                                      for m in SCRATCH if m in runs},
+        "3_baseline_vs_regularized": {
+            "study_recipe": {m: (study[m].evaluation("test") or {}).get("confusion_matrix")
+                             for m in registry.from_scratch() if m in study},
+            "ours": {m: (runs[m].evaluation("test") or {}).get("confusion_matrix")
+                     for m in registry.from_scratch() if m in runs}},
     }
     for model, run in runs.items():
         evaluation = run.evaluation("test") or {}

@@ -15,11 +15,9 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from .config import MODEL_NAMES, TrainSettings, UserError
-
-
-# Where MobileNetV2 fine-tuning starts unfreezing: the last three inverted-residual blocks.
-FINETUNE_FROM = "block_14_expand"
+from . import registry
+from .config import TrainSettings, UserError
+from .registry import Weights
 
 def weight_file_name(family: str, image_size: int) -> str:
     """The file Keras looks for in ~/.keras/models for an ImageNet base without its top."""
@@ -31,6 +29,17 @@ def weight_file_name(family: str, image_size: int) -> str:
 
 
 def _augmentation(x, s: TrainSettings):
+    return _study_augmentation(x, s) if s.augmentation == "study" else _improved_augmentation(x, s)
+
+
+def _study_augmentation(x, s: TrainSettings):
+    # The seed study's (the Keras tutorial's): mirrored chests included, as it did.
+    x = layers.RandomFlip("horizontal", seed=s.seed, name="aug_flip")(x)
+    x = layers.RandomRotation(0.1, seed=s.seed, name="aug_rotate")(x)
+    return layers.RandomZoom(0.1, seed=s.seed, name="aug_zoom")(x)
+
+
+def _improved_augmentation(x, s: TrainSettings):
     # Small geometric and photometric changes that real radiographs show; no flips,
     # since a mirrored chest (heart on the right) is not a plausible image. Zooming in
     # goes further than out (s.zoom_in): films framed tightly around the chest read as
@@ -65,17 +74,37 @@ def _conv_block(x, filters: int, name: str, momentum: float = 0.9):
     return layers.MaxPooling2D(name=f"{name}_pool")(x)
 
 
-def _baseline(inputs, s: TrainSettings):
-    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
-    for i, filters in enumerate((32, 64, 128)):
-        x = layers.Conv2D(filters, 3, activation="relu", padding="same", name=f"block{i + 1}_conv")(x)
-        x = layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
+def _plain_cnn(x, widths, batch_norm: bool = False, dropout: float = 0.0, momentum: float = 0.9):
+    """The Keras tutorial's CNN: conv blocks with max pooling, Flatten, Dense 128, one sigmoid."""
+    x = layers.Rescaling(1 / 255, name="rescale")(x)
+    for i, filters in enumerate(widths):
+        if batch_norm:
+            x = _conv_block(x, filters, f"block{i + 1}", momentum)
+        else:
+            x = layers.Conv2D(filters, 3, activation="relu", padding="same", name=f"block{i + 1}_conv")(x)
+            x = layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(128, activation="relu", name="dense")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
     return layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
 
 
-def _regularized(inputs, s: TrainSettings, momentum: float):
+def baseline_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
+    return _plain_cnn(inputs, (32, 64, 128))
+
+
+def study_baseline_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
+    return _plain_cnn(_augmentation(inputs, s) if s.augment else inputs, (16, 32, 64))
+
+
+def study_regularized_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
+    x = _augmentation(inputs, s) if s.augment else inputs
+    return _plain_cnn(x, (16, 32, 64), batch_norm=True, dropout=0.5, momentum=bn_momentum(steps_per_epoch))
+
+
+def regularized_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
+    momentum = bn_momentum(steps_per_epoch)
     x = _augmentation(inputs, s) if s.augment else inputs
     x = layers.Rescaling(1 / 255, name="rescale")(x)
     # Narrow first blocks at full resolution keep a CPU epoch short; width grows as the map shrinks.
@@ -87,14 +116,31 @@ def _regularized(inputs, s: TrainSettings, momentum: float):
 
 
 def _resolve_weights(weights: str, family: str, image_size: int):
-    if weights in (None, "", "none"):
+    if weights in (None, "", Weights.NONE):
         return None
-    if weights == "imagenet":
-        return "imagenet"
+    if weights == Weights.IMAGENET:
+        return Weights.IMAGENET.value
     path = Path(weights).expanduser()
     if not path.is_file():
         raise UserError(f"weights file {path} not found; pass --weights imagenet, none, or the path to a local {weight_file_name(family, image_size)}")
     return str(path)
+
+
+def _download_failed(error: BaseException) -> bool:
+    """Whether a failed ImageNet load was a failed download. Keras's get_file re-raises a
+    urllib error (an OSError) as a plain Exception inside its except block, so the network
+    error is on the exception's context chain."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def transfer(inputs, s: TrainSettings, steps_per_epoch=None):
+    return _transfer(inputs, s, registry.get(s.model).family)[0]
 
 
 def _transfer(inputs, s: TrainSettings, family: str):
@@ -113,11 +159,9 @@ def _transfer(inputs, s: TrainSettings, family: str):
     try:
         base = build(include_top=False, weights=weights, input_tensor=x)
     except Exception as error:
-        if weights != "imagenet":
+        if weights != Weights.IMAGENET:
             raise UserError(f"cannot load weights {weights}: {str(error)[:200]}") from None
-        # Keras's get_file reports a failed download as an Exception carrying the URL.
-        offline = isinstance(error, OSError) or "URL fetch failure" in str(error) or "http" in str(error).lower()
-        if not offline:
+        if not _download_failed(error):
             raise
         raise UserError(
             f"could not download the ImageNet weights for {family} ({type(error).__name__}); with no network, "
@@ -137,21 +181,14 @@ def build_model(settings: TrainSettings, steps_per_epoch: int | None = None) -> 
 
     steps_per_epoch, when known, sets the BatchNorm momentum (see bn_momentum).
     """
-    if settings.model not in MODEL_NAMES:
-        raise UserError(f"unknown model {settings.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    build = registry.get(settings.model).build_function(settings.recipe)
     keras.utils.set_random_seed(settings.seed)
     inputs = keras.Input((settings.image_size, settings.image_size, 1), name="image")
-    if settings.model == "baseline_cnn":
-        outputs = _baseline(inputs, settings)
-    elif settings.model == "regularized_cnn":
-        outputs = _regularized(inputs, settings, bn_momentum(steps_per_epoch))
-    else:
-        family = "densenet121" if settings.model.startswith("densenet") else "mobilenetv2"
-        outputs, _ = _transfer(inputs, settings, family)
+    outputs = build(inputs, settings, steps_per_epoch)
     return keras.Model(inputs, outputs, name=settings.model)
 
 
-def unfreeze_top(model: keras.Model, from_layer: str = FINETUNE_FROM) -> int:
+def unfreeze_top(model: keras.Model, from_layer: str) -> int:
     """Make the layers from `from_layer` on trainable (BatchNorm stays frozen); returns the count."""
     names = [layer.name for layer in model.layers]
     if from_layer not in names:

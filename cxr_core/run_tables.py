@@ -18,7 +18,7 @@ import pandas as pd
 
 from .config import HEADLINE_METRICS, METRICS
 from .reference import PUBLISHED
-from .store import OWN, RunState, split_source
+from .store import CALIBRATED, OWN, RunState, calibration_of, split_source
 
 # Confusion-matrix cells: (true label, predicted label) and what each means at the bedside.
 CELLS = {
@@ -30,8 +30,9 @@ CELLS = {
 
 
 def run_label(run) -> str:
-    """Short, unique name for legends: the model and the run id's random suffix."""
-    return f"{run.model} · {run.run_id.rsplit('-', 1)[-1]}"
+    """Short, unique name for legends: the model, "(study recipe)" when it is, and the run id's suffix."""
+    recipe = " (study recipe)" if run.recipe == "study" else ""
+    return f"{run.model}{recipe} · {run.run_id.rsplit('-', 1)[-1]}"
 
 
 def format_duration(seconds: float) -> str:
@@ -79,7 +80,7 @@ def run_records(runs, split: str = "test") -> list[dict]:
         evaluation = run.evaluation(split) or {}
         progress = training_progress(run) if run.state == RunState.RUNNING else None
         records.append({
-            "run": run.run_id, "model": run.model, "state": run.state,
+            "run": run.run_id, "model": run.model, "recipe": run.recipe, "state": run.state,
             "epoch": run.status.get("epoch"), "epochs": run.settings.get("epochs"),
             "auc": evaluation.get("auc"), "accuracy": evaluation.get("accuracy"), "error": run.error,
             "evaluated_on": run.evaluation_sources(split), "synthetic": bool(run.status.get("synthetic")),
@@ -96,7 +97,7 @@ def runs_table(runs, split: str = "test") -> pd.DataFrame:
         settings, status = run.settings, run.status
         duration = status.get("duration")
         rows.append({
-            "run": run.run_id, "model": run.model, "state": run.state,
+            "run": run.run_id, "model": run.model, "recipe": run.recipe, "state": run.state,
             "epochs": f"{status.get('epoch') or 0}/{settings.get('epochs', '?')}",
             **{m: evaluation.get(m) for m in HEADLINE_METRICS},
             "minutes": round(duration / 60, 1) if duration else None,
@@ -107,7 +108,7 @@ def runs_table(runs, split: str = "test") -> pd.DataFrame:
                      os.path.basename(str(settings.get("data_dir", ""))) or "?"),
             "note": run.error or "",
         })
-    columns = ["run", "model", "state", "epochs", *HEADLINE_METRICS, "minutes",
+    columns = ["run", "model", "recipe", "state", "epochs", *HEADLINE_METRICS, "minutes",
                "image_size", "batch_size", "learning_rate", "augment", "class_weighting", "data", "note"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -140,6 +141,9 @@ def evaluation_label(choice: tuple[str, str]) -> str:
     split, source = choice
     base, occlusion = split_source(source)
     label = ("own test split" if split == "test" else "own validation split") if base == OWN else f"folder {base}"
+    calibration = calibration_of(source)
+    if calibration:
+        label += f", threshold from folder {calibration}"
     return f"{label}, {OCCLUSION_LABELS.get(occlusion, occlusion)}" if occlusion else label
 
 
@@ -148,7 +152,8 @@ def metrics_table(evaluations: dict) -> pd.DataFrame:
     rows = []
     for label, evaluation in evaluations.items():
         ci = evaluation.get("ci95") or {}
-        row = {"run": label, "n": evaluation.get("n"), "threshold": evaluation.get("threshold")}
+        row = {"run": label, "n": evaluation.get("n"), "threshold": evaluation.get("threshold"),
+               "threshold from": evaluation.get("threshold_source", "validation")}
         for metric in METRICS:
             low_high = ci.get(metric) or (None, None)
             row.update({metric: evaluation.get(metric), f"{metric}_low": low_high[0], f"{metric}_high": low_high[1]})
@@ -214,3 +219,22 @@ def confusion_cell(predictions: pd.DataFrame, threshold: float, cell: str) -> pd
     called = (predictions["probability"] >= threshold).astype(int)
     rows = predictions[(predictions["label"] == true_label) & (called == predicted)]
     return rows.sort_values("probability", ascending=predicted == 0).reset_index(drop=True)
+
+
+def threshold_sources(runs: dict, split: str, source: str) -> pd.DataFrame:
+    """For {label: run}, one row per way the threshold was set when scoring `source`: the run's own
+    (validation, or fixed) and each labelled folder it was site-calibrated on (`evaluate --threshold-from`).
+    Empty when no run was site-calibrated there."""
+    base = source.partition(CALIBRATED)[0]
+    rows = []
+    for label, run in runs.items():
+        for key in run.evaluation_sources(split):
+            if key != base and not (key.startswith(base + CALIBRATED) and split_source(key)[1] is None):
+                continue
+            evaluation = run.evaluation(split, key) or {}
+            rows.append({"run": label, "threshold from": evaluation.get("threshold_source", "validation"),
+                         "threshold": evaluation.get("threshold"),
+                         **{m: evaluation.get(m) for m in ("accuracy", "sensitivity", "specificity", "macro_f1")}})
+    table = pd.DataFrame(rows, columns=["run", "threshold from", "threshold", "accuracy", "sensitivity",
+                                        "specificity", "macro_f1"])
+    return table if (table["threshold from"].str.startswith("labelled folder")).any() else table.iloc[0:0]

@@ -45,6 +45,8 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 OWN = "own"
 # A source scored with occluded images: "<own or folder key>+occlude-<lungs|outside>".
 OCCLUDED = "+occlude-"
+# A source scored at a threshold from another labelled folder: "<own or folder key>+threshold-from-<key>".
+CALIBRATED = "+threshold-from-"
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")  # folder keys never hold "+", so OCCLUDED cannot be faked
 _SOURCE_CHARS = re.compile(r"[^A-Za-z0-9_.+-]+")
 
@@ -134,6 +136,11 @@ class Run:
         return self.settings.get("model", "?")
 
     @property
+    def recipe(self) -> str:
+        """The preset the run started from (registry.Recipe); runs from before recipes are "improved"."""
+        return self.settings.get("recipe", "improved")
+
+    @property
     def has_model(self) -> bool:
         return (self.path / "model.keras").is_file()
 
@@ -179,7 +186,17 @@ def occluded_source(source: str, occlusion: str | None) -> str:
 def split_source(source: str) -> tuple[str, str | None]:
     """(own or folder key, occlusion or None) of a source key."""
     base, _, occlusion = (source or OWN).partition(OCCLUDED)
-    return base, occlusion or None
+    return base.partition(CALIBRATED)[0], occlusion or None
+
+
+def calibrated_source(source: str, calibration_key: str | None) -> str:
+    """The source key of `source` scored at the threshold taken from the labelled folder `calibration_key`."""
+    return f"{source or OWN}{CALIBRATED}{calibration_key}" if calibration_key else (source or OWN)
+
+
+def calibration_of(source: str) -> str | None:
+    """The folder key a source's threshold came from (calibrated_source), or None: the run's own threshold."""
+    return (source or OWN).partition(OCCLUDED)[0].partition(CALIBRATED)[2] or None
 
 
 def _suffix(source: str) -> str:

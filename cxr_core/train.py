@@ -14,20 +14,25 @@ import importlib.util
 import os
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from . import data as data_mod
-from . import evaluate, pipeline
+from . import evaluate, pipeline, registry
 from .config import TrainSettings, UserError
 from .cancellation import Cancellation, Cancelled, on_signals
 from .inference import predict_rows, write_evaluation
 from .store import RunState, RunStore, atomic_write_csv, atomic_write_json
 
 
-def _progress_callback(store: RunStore, run_id: str, settings: TrainSettings, cancel: Cancellation,
-                       steps_per_epoch: int, phase_offset: int, history: list, echo):
+def _progress_callback(job: "_Job", steps_per_epoch: int, phase_offset: int):
     import keras
+
+    store, run_id, settings, cancel, history, echo = (job.store, job.run_id, job.settings, job.cancel,
+                                                      job.history, job.echo)
 
     class Progress(keras.callbacks.Callback):
         def __init__(self):
@@ -101,14 +106,130 @@ def device_strategy(echo=print):
 def _compile(model, settings: TrainSettings, learning_rate: float, steps: int):
     import keras
 
-    # Cosine decay: large steps early, small ones to settle; no plateau guessing.
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
+    # Cosine decay: large steps early, small ones to settle; no plateau guessing. The study's
+    # recipe keeps Adam's rate constant, as the Keras tutorial does.
+    rate = (keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
+            if settings.lr_schedule == "cosine" else learning_rate)
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=keras.optimizers.Adam(rate),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=settings.label_smoothing),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc"),
                  keras.metrics.Recall(name="sensitivity")],
     )
+
+
+def phases(settings: TrainSettings) -> list[tuple[int, float, str | None]]:
+    """(epochs, learning rate, layer to unfreeze from or None) per phase of fit.
+
+    A model that fine-tunes (ModelSpec.finetune_from) first trains its new head for a
+    third of the epochs at ten times the rate, then its top blocks at the rate."""
+    finetune_from = registry.get(settings.model).finetune_from
+    if not finetune_from:
+        return [(settings.epochs, settings.learning_rate, None)]
+    head_epochs = max(1, settings.epochs // 3)
+    return [(head_epochs, settings.learning_rate * 10, None),
+            (settings.epochs - head_epochs, settings.learning_rate, finetune_from)]
+
+
+@dataclass
+class _Job:
+    """What one training job carries between its steps."""
+
+    run_id: str
+    store: RunStore
+    settings: TrainSettings
+    echo: Callable
+    cancel: Cancellation
+    scan: object = None
+    split: pd.DataFrame = None
+    cache: object = None
+    history: list = field(default_factory=list)
+
+    @property
+    def path(self):
+        return self.store.run_path(self.run_id)
+
+    def part(self, name: str) -> pd.DataFrame:
+        return self.split[self.split.split == name]
+
+
+def _load_data(job: _Job) -> None:
+    run = job.store.get(job.run_id)
+    job.scan, job.split, job.cache = prepare_data(job.settings, run.settings["data_dir"], job.echo)
+    recorded = job.split.drop(columns="row").assign(
+        path=[os.path.relpath(p, job.scan.root) for p in job.split["path"]])
+    atomic_write_csv(job.path / "split.csv", recorded)
+    job.store.set_status(job.run_id, synthetic=job.scan.synthetic, patient_overlap=data_mod.patient_overlap(job.split),
+                         counts={s: int((job.split.split == s).sum()) for s in ("train", "val", "test")})
+
+
+def _callbacks(job: _Job, steps: int, done_epochs: int, extra) -> list:
+    import keras
+
+    callbacks = [_progress_callback(job, steps, done_epochs)]
+    # Curves in the tool people already know. tf.summary needs the tensorboard package, which
+    # TensorFlow 2.21 no longer installs: without it a run trains as before, without curves.
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(job.path / "tensorboard")))
+    if job.settings.early_stopping_patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_auc", mode="max", patience=job.settings.early_stopping_patience,
+            restore_best_weights=True, start_from_epoch=1))
+    return callbacks + list(extra)
+
+
+def _train_model(job: _Job, extra_callbacks):
+    from .models import build_model, unfreeze_top
+
+    settings = job.settings
+    train, val = job.part("train"), job.part("val")
+    # Full batches only, unless the training set is smaller than one batch.
+    whole = len(train) >= settings.batch_size
+    train_ds = pipeline.make_dataset(job.cache, train["row"], train["label"], batch_size=settings.batch_size,
+                                     shuffle=True, seed=settings.seed, drop_remainder=whole)
+    val_ds = pipeline.make_dataset(job.cache, val["row"], val["label"], batch_size=64, shuffle=False)
+    steps = len(train) // settings.batch_size if whole else 1
+    weights = data_mod.class_weights(train["label"].to_numpy()) if settings.class_weighting else None
+    strategy, device = device_strategy(job.echo)
+    job.store.set_status(job.run_id, device=device)
+    with strategy.scope():  # variables created here are mirrored across GPUs
+        model = build_model(settings, steps_per_epoch=steps)
+    with job.cancel.deferred():
+        for epochs, learning_rate, unfreeze_from in phases(settings):
+            if epochs <= 0:
+                continue
+            with strategy.scope():
+                if unfreeze_from:
+                    job.echo(f"fine-tuning: {unfreeze_top(model, unfreeze_from)} layers unfrozen")
+                _compile(model, settings, learning_rate, steps * epochs)
+            # shuffle=False: the tf.data pipeline already reshuffles every epoch.
+            model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=0,
+                      callbacks=_callbacks(job, steps, len(job.history), extra_callbacks), shuffle=False)
+    return model
+
+
+def _choose_threshold_and_evaluate(job: _Job, model) -> None:
+    val = job.part("val")
+    val_prob = predict_rows(model, job.cache, val["row"])
+    choice = evaluate.threshold_for(job.settings, val["label"].to_numpy(), val_prob,
+                                    groups=val["patient_id"].to_numpy())
+    atomic_write_json(job.path / "threshold.json", choice)
+    job.echo(f"threshold {choice['threshold']:.3f}: {choice['rule']}")
+    for name in ("val", "test"):
+        part = job.part(name)
+        if not part.empty:
+            prob = val_prob if name == "val" else predict_rows(model, job.cache, part["row"])
+            write_evaluation(job.path, name, part, prob, choice["threshold"], job.scan.root)
+
+
+def _save_model(job: _Job, model) -> None:
+    # Written last: a visible model.keras means the run is complete.
+    tmp = job.path / f".model-{os.getpid()}.keras"
+    try:
+        model.save(tmp)
+        os.replace(tmp, job.path / "model.keras")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def fit(run_id: str, store: RunStore, echo=print, callbacks=(), cancel: Cancellation | None = None) -> None:
@@ -122,84 +243,17 @@ def fit(run_id: str, store: RunStore, echo=print, callbacks=(), cancel: Cancella
     """
     import keras
 
-    from .models import build_model, unfreeze_top
-
-    extra_callbacks = list(callbacks)
-    run = store.get(run_id)
-    settings = TrainSettings.from_dict(run.settings)
-    keras.utils.set_random_seed(settings.seed)
-    scan, split, cache = prepare_data(settings, run.settings["data_dir"], echo)
-    recorded = split.drop(columns="row").assign(path=[os.path.relpath(p, scan.root) for p in split["path"]])
-    atomic_write_csv(run.path / "split.csv", recorded)
-    overlap = data_mod.patient_overlap(split)
-    store.set_status(run_id, synthetic=scan.synthetic, patient_overlap=overlap,
-                     counts={s: int((split.split == s).sum()) for s in ("train", "val", "test")})
-
-    train, val = split[split.split == "train"], split[split.split == "val"]
-    # Full batches only, unless the training set is smaller than one batch.
-    whole = len(train) >= settings.batch_size
-    train_ds = pipeline.make_dataset(cache, train["row"], train["label"], batch_size=settings.batch_size,
-                                     shuffle=True, seed=settings.seed, drop_remainder=whole)
-    val_ds = pipeline.make_dataset(cache, val["row"], val["label"], batch_size=64, shuffle=False)
-    steps = len(train) // settings.batch_size if whole else 1
-    weights = data_mod.class_weights(train["label"].to_numpy()) if settings.class_weighting else None
-
-    strategy, device = device_strategy(echo)
-    store.set_status(run_id, device=device)
-    with strategy.scope():  # variables created here are mirrored across GPUs
-        model = build_model(settings, steps_per_epoch=steps)
-    cancel = cancel or Cancellation()
-    history: list[dict] = []
-    with cancel.deferred():
-        phases = [(settings.epochs, settings.learning_rate, False)]
-        if settings.model == "mobilenetv2_finetune":
-            head_epochs = max(1, settings.epochs // 3)
-            phases = [(head_epochs, settings.learning_rate * 10, False),
-                      (settings.epochs - head_epochs, settings.learning_rate, True)]
-        done_epochs = 0
-        for epochs, learning_rate, unfreeze in phases:
-            if epochs <= 0:
-                continue
-            with strategy.scope():
-                if unfreeze:
-                    echo(f"fine-tuning: {unfreeze_top(model)} layers unfrozen")
-                _compile(model, settings, learning_rate, steps * epochs)
-            callbacks = [_progress_callback(store, run_id, settings, cancel, steps, done_epochs, history, echo)]
-            # Curves in the tool people already know. tf.summary needs the tensorboard package, which
-            # TensorFlow 2.21 no longer installs: without it a run trains as before, without curves.
-            if importlib.util.find_spec("tensorboard") is not None:
-                callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.path / "tensorboard")))
-            if settings.early_stopping_patience > 0:
-                callbacks.append(keras.callbacks.EarlyStopping(
-                    monitor="val_auc", mode="max", patience=settings.early_stopping_patience,
-                    restore_best_weights=True, start_from_epoch=1))
-            callbacks.extend(extra_callbacks)
-            # shuffle=False: the tf.data pipeline already reshuffles every epoch.
-            model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-                      callbacks=callbacks, verbose=0, shuffle=False)
-            done_epochs = len(history)
-
-    val_prob = predict_rows(model, cache, val["row"])
-    choice = evaluate.choose_threshold(val["label"].to_numpy(), val_prob, settings.target_sensitivity,
-                                       rule=settings.threshold_rule)
-    atomic_write_json(run.path / "threshold.json", choice)
-    echo(f"threshold {choice['threshold']:.3f}: {choice['rule']}")
-    for name in ("val", "test"):
-        part = split[split.split == name]
-        if part.empty:
-            continue
-        prob = val_prob if name == "val" else predict_rows(model, cache, part["row"])
-        write_evaluation(run.path, name, part, prob, choice["threshold"], scan.root)
     from . import ood  # fitted on this run's training images, thresholds on validation
 
-    ood.fit_run(run.path, model, cache, train["row"], val["row"], val["path"], seed=settings.seed, echo=echo)
-    # Written last: a visible model.keras means the run is complete.
-    tmp = run.path / f".model-{os.getpid()}.keras"
-    try:
-        model.save(tmp)
-        os.replace(tmp, run.path / "model.keras")
-    finally:
-        tmp.unlink(missing_ok=True)
+    settings = TrainSettings.from_dict(store.get(run_id).settings)
+    keras.utils.set_random_seed(settings.seed)
+    job = _Job(run_id, store, settings, echo, cancel or Cancellation())
+    _load_data(job)
+    model = _train_model(job, callbacks)
+    _choose_threshold_and_evaluate(job, model)
+    ood.fit_run(job.path, model, job.cache, job.part("train")["row"], job.part("val")["row"],
+                job.part("val")["path"], seed=settings.seed, echo=echo)
+    _save_model(job, model)
 
 
 def run_job(run_id: str, store: RunStore, echo=print, callbacks=()) -> str:

@@ -5,7 +5,9 @@ from dataclasses import replace
 import streamlit as st
 
 from cxr_core import figures, jobs, run_tables
-from cxr_core.config import DESCRIPTIONS, HEADLINE_METRICS, MODEL_NAMES, UserError, default_settings
+from cxr_core.config import HEADLINE_METRICS, UserError
+from cxr_core import registry
+from cxr_core.registry import RECIPE_TEXT, Recipe, Weights
 from cxr_core.store import ACTIVE_STATES, RunState
 from ui import data_sets, runs as ui_runs
 from ui.navigation import entry_guard
@@ -21,9 +23,17 @@ store = ui_runs.store()
 
 
 st.header("Launch a run")
-model = st.selectbox("Model", MODEL_NAMES, index=MODEL_NAMES.index("regularized_cnn"), key="train_model")
-st.info(DESCRIPTIONS[model], icon=":material/info:")
-defaults = default_settings(model)
+cols = st.columns([1, 2])
+names = registry.names()
+model = cols[0].selectbox("Model", names, index=names.index(registry.DEFAULT_MODEL), key="train_model")
+recipe = cols[1].radio("Recipe", tuple(Recipe), horizontal=True, key="train_recipe",
+                       format_func=lambda r: "ours (improved)" if r == Recipe.IMPROVED else "the study's",
+                       help="\n\n".join(RECIPE_TEXT.values()))
+st.info(registry.description(model), icon=":material/info:")
+defaults = registry.default_settings(model, recipe)
+if recipe == Recipe.STUDY:
+    with st.expander("What the study states, and what was filled in where it is silent"):
+        st.markdown("\n".join(f"- {note}" for note in registry.STUDY_NOTES))
 
 
 def choices(options: list, default) -> list:
@@ -31,31 +41,30 @@ def choices(options: list, default) -> list:
 
 with st.form("recipe"):
     cols = st.columns(3)
-    epochs = cols[0].number_input("Epochs", 1, 200, defaults.epochs, key=f"epochs_{model}",
+    epochs = cols[0].number_input("Epochs", 1, 200, defaults.epochs, key=f"epochs_{model}_{recipe}",
                                   help="Training stops early when validation AUC stops improving.")
     batches = choices([8, 16, 32, 64, 128], defaults.batch_size)
     batch_size = cols[1].selectbox("Batch size", batches, index=batches.index(defaults.batch_size),
-                                   key=f"batch_{model}")
+                                   key=f"batch_{model}_{recipe}")
     learning_rate = cols[2].select_slider("Learning rate", choices([1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
                                                                    defaults.learning_rate),
                                           value=defaults.learning_rate, format_func=lambda v: f"{v:g}",
-                                          key=f"lr_{model}")
+                                          key=f"lr_{model}_{recipe}")
     cols = st.columns(3)
     image_size = cols[0].select_slider("Image size (pixels a side)", choices([64, 96, 128, 160, 192, 224],
                                                                              defaults.image_size),
-                                       value=defaults.image_size, key=f"size_{model}")
-    augment = cols[1].checkbox("Augmentation (rotation, zoom, shift, contrast)", defaults.augment, key=f"aug_{model}")
-    weighting = cols[2].checkbox("Class weighting (inverse frequency)", defaults.class_weighting, key=f"cw_{model}")
+                                       value=defaults.image_size, key=f"size_{model}_{recipe}")
+    augment = cols[1].checkbox("Augmentation (flip, rotation, zoom)" if defaults.augmentation == "study" else
+                               "Augmentation (rotation, zoom, shift, contrast)", defaults.augment, key=f"aug_{model}_{recipe}")
+    weighting = cols[2].checkbox("Class weighting (inverse frequency)", defaults.class_weighting, key=f"cw_{model}_{recipe}")
     weights = defaults.weights
-    if defaults.weights == "imagenet":
-        weights = st.radio("Start from", ["imagenet", "none"], horizontal=True, key=f"weights_{model}",
-                           format_func={"imagenet": "ImageNet weights (downloaded once; needs a network)",
-                                        "none": "random weights (works offline, learns slowly)"}.get)
+    if defaults.weights == Weights.IMAGENET:
+        weights = ui_runs.weights_choice(f"weights_{model}")
     launch = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
 if launch:
     settings = replace(defaults, epochs=int(epochs), batch_size=batch_size, learning_rate=learning_rate,
                        image_size=image_size, augment=augment, class_weighting=weighting, weights=weights)
-    ahead = len(jobs.queued(store)) + any(r.state == RunState.RUNNING for r in store.list())
+    ahead = jobs.ahead_of_a_new_run(store)
     try:
         run_id = jobs.submit(settings, scan.root, store)
         st.success(f"Run {run_id} queued behind {ahead} other run(s)." if ahead else f"Run {run_id} started.")
@@ -64,11 +73,13 @@ if launch:
 
 lineup_col, note_col = st.columns([1, 3])
 if lineup_col.button("Train the study's lineup", icon=":material/playlist_play:"):
-    for name in MODEL_NAMES:
-        jobs.submit(default_settings(name), scan.root, store, start=False)
-    jobs.spawn_worker(store)
-    st.success(f"Queued {len(MODEL_NAMES)} runs: {', '.join(MODEL_NAMES)}. They train one after another.")
-note_col.caption("Queues the five models with their default recipes. The transfer models start from ImageNet "
+    try:
+        queued = jobs.queue_lineup(registry.names(), scan.root, store, recipe=recipe)
+        st.success(f"Queued {len(queued)} runs ({recipe} recipe): {', '.join(queued)}. They train one after "
+                   "another." if queued else "Every model of the lineup is already waiting or training.")
+    except UserError as error:
+        st.error(str(error))
+note_col.caption("Queues every model with the recipe chosen above. The transfer models start from ImageNet "
                  "weights, which must be downloaded once: without a network those runs fail with a message "
                  "that says how to provide the weights file.")
 

@@ -60,8 +60,17 @@ if any(run.status.get("synthetic") for run in runs.values()):
 st.header("Metrics")
 table = run_tables.metrics_table(evaluations)
 st.dataframe(run_tables.metrics_text(table).style.apply(highlight_best(table)), hide_index=True)
-st.caption("At each run's own threshold (chosen on validation for sensitivity of at least 0.95). In brackets: "
-           "95% bootstrap intervals. The best value per column is highlighted.")
+st.caption("At each run's own threshold (its recipe's rule: chosen on validation, or fixed at 0.5 for the study's "
+           "recipe), unless the evaluation says it was taken from a labelled folder. In brackets: 95% bootstrap "
+           "intervals. The best value per column is highlighted.")
+calibrated = run_tables.threshold_sources(runs, split, source)
+if not calibrated.empty:
+    st.subheader("Threshold from validation, or from a labelled sample of the site")
+    st.dataframe(calibrated, hide_index=True, column_config={
+        m: st.column_config.NumberColumn(format="%.3f") for m in ("threshold", *METRICS)})
+    st.caption("A hospital that adopts a model sets its operating point on a small labelled sample of its own "
+               "images (`python -m cxr_core evaluate RUN --data SITE --threshold-from SAMPLE`): the same model, "
+               "the same ranking, a threshold that fits the site. The sample never includes the images scored.")
 st.download_button("Download report", icon=":material/download:", file_name="compare_report.html", mime="text/html",
                    data=lambda: report.build_report([run.run_id for run in runs.values()], store, split=split,
                                                     source=source),

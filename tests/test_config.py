@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from cxr_core import config, evaluate
-from cxr_core.config import (DESCRIPTIONS, HEADLINE_METRICS, METRIC_LABELS, METRICS, MODEL_NAMES, THRESHOLD_RULES,
-                             TrainSettings, UserError, default_settings)
+from cxr_core.config import HEADLINE_METRICS, METRIC_LABELS, METRICS, THRESHOLD_RULES, TrainSettings, UserError
+from cxr_core.registry import STUDY_MODELS, default_settings, descriptions
 
 from conftest import PROJECT_ROOT
 
@@ -24,7 +24,7 @@ SCRATCH = ("baseline_cnn", "regularized_cnn")  # trained from random weights; th
 # ---------------------------------------------------------------- recipes per model
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", STUDY_MODELS)
 def test_each_model_gets_its_own_recipe(name):
     settings = default_settings(name)
     assert settings.model == name
@@ -56,13 +56,13 @@ def test_each_call_gives_a_fresh_recipe():
 def test_an_unknown_model_is_a_user_error_that_lists_the_choices():
     with pytest.raises(UserError, match="unknown model 'resnet9000'") as error:
         default_settings("resnet9000")
-    assert all(name in str(error.value) for name in MODEL_NAMES)
+    assert all(name in str(error.value) for name in STUDY_MODELS)
 
 
 # ---------------------------------------------------------------- settings in a run folder
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", STUDY_MODELS)
 def test_settings_survive_a_round_trip_through_json(name):
     settings = default_settings(name)
     settings.epochs, settings.zoom_in, settings.threshold_rule = 3, 0.1, "youden"
@@ -123,8 +123,8 @@ def test_the_data_folder_comes_from_cxr_data_dir(monkeypatch, tmp_path):
 
 
 def test_every_model_has_a_description_a_teacher_can_show():
-    assert set(DESCRIPTIONS) == set(MODEL_NAMES)
-    for name, text in DESCRIPTIONS.items():
+    assert set(descriptions()) == set(STUDY_MODELS)
+    for name, text in descriptions().items():
         assert len(text) > 100, name  # a paragraph, not a label
 
 

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from cxr_core import data, pipeline
-from cxr_core.config import UserError, default_settings
+from cxr_core.config import UserError
+from cxr_core.registry import default_settings
 
 MANIFEST_COLUMNS = ["path", "source_split", "label", "class_name", "patient_id", "kind"]
 

@@ -246,3 +246,18 @@ def test_does_not_import_tensorflow():
     # Pages score saved predictions through this module; loading TensorFlow there costs seconds.
     code = "import sys, cxr_core.evaluate; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT).returncode == 0
+
+
+def test_a_fixed_threshold_is_not_chosen_on_the_data():
+    from cxr_core.evaluate import fixed_threshold, threshold_for
+    from cxr_core.registry import default_settings
+
+    y, p = [0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]
+    choice = fixed_threshold(y, p)
+    assert (choice["threshold"], choice["rule_name"], choice["sensitivity"], choice["specificity"]) == (0.5, "fixed", 0.5, 0.5)
+    study = threshold_for(default_settings("regularized_cnn", "study"), y, p)
+    assert study["threshold"] == 0.5 and study["rule"] == "fixed at 0.5"
+    ours = threshold_for(default_settings("regularized_cnn"), y, p)
+    assert ours == ev.choose_threshold(y, p, 0.95, rule=default_settings("regularized_cnn").threshold_rule)
+    with pytest.raises(ValueError):
+        ev.choose_threshold(y, p, rule="fixed")

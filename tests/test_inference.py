@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from cxr_core import images, inference, jobs
-from cxr_core.config import CLASSES, UserError, default_settings
+from cxr_core.config import CLASSES, UserError
+from cxr_core.registry import default_settings
 from cxr_core.demo import write_demo_dataset
 from cxr_core.inference import evaluate_run, load_run, predict_image, predictions
 from cxr_core.store import OWN, RunStore
@@ -310,3 +311,65 @@ def test_bytes_without_a_name_are_called_upload_not_their_contents(loaded, demo_
     content = Path(demo_files(demo_dir, "NORMAL", 1)[0]).read_bytes()
     assert predict_image(loaded, content)["file"] == "upload"
     assert predict_image(loaded, content, name="film.png")["file"] == "film.png"
+
+
+# ---------------------------------------------------------------- site calibration (--threshold-from)
+
+
+def split_folder(source: Path, site: Path, sample: Path, n_sample: int) -> None:
+    """Each class of source/test split in two: the first n_sample images to `sample`, the rest to `site`."""
+    for name in CLASSES:
+        files = sorted((source / "test" / name).glob("*.jpeg"))
+        for dest, chosen in ((sample, files[:n_sample]), (site, files[n_sample:])):
+            (dest / name).mkdir(parents=True, exist_ok=True)
+            for path in chosen:
+                shutil.copy(path, dest / name)
+
+
+def test_site_calibration_scores_at_the_threshold_that_meets_the_target_on_the_sample(private, tmp_path):
+    from cxr_core.calibration import site_threshold
+    from cxr_core.evaluate import evaluate_predictions
+
+    store, run_id = private
+    source = write_demo_dataset(tmp_path / "gen", n_normal=24, n_pneumonia=24, seed=11, image_size=64)
+    site, sample = tmp_path / "site", tmp_path / "sample"
+    split_folder(source, site, sample, n_sample=5)
+    # What the right threshold is: the sample scored as a plain folder, the rule applied by hand.
+    plain_sample = evaluate_run(run_id, "test", store, sample)
+    scored = predictions(run_id, "test", store, plain_sample["source"])
+    expected = site_threshold(scored["label"], scored["probability"], 0.95)["threshold"]
+
+    result = evaluate_run(run_id, "test", store, site, threshold_from=sample)
+    assert result["threshold"] == pytest.approx(expected)
+    assert result["source"] == "site+threshold-from-sample"
+    assert result["threshold_source"] == "labelled folder sample"
+    assert result["threshold_from"]["n"] == len(scored) and result["threshold_from"]["sensitivity"] >= 0.95
+    site_predictions = predictions(run_id, "test", store, result["source"])
+    again = evaluate_predictions(site_predictions["label"], site_predictions["probability"], expected)
+    assert result["confusion_matrix"] == again["confusion_matrix"]
+    # Stored beside, never over, the plain evaluation at the run's own threshold.
+    plain = evaluate_run(run_id, "test", store, site)
+    assert plain["threshold"] == pytest.approx(store.threshold(run_id)) and plain["threshold_source"] == "validation"
+    assert {plain["source"], result["source"]} <= set(store.get(run_id).evaluation_sources("test"))
+
+
+def test_site_calibration_on_the_scored_images_is_refused(private, tmp_path):
+    store, run_id = private
+    source = write_demo_dataset(tmp_path / "gen", n_normal=24, n_pneumonia=24, seed=12, image_size=64)
+    site, sample = tmp_path / "site", tmp_path / "sample"
+    split_folder(source, site, sample, n_sample=3)
+    with pytest.raises(UserError, match="shares .* images with the scored folder"):
+        evaluate_run(run_id, "test", store, site, threshold_from=site)
+    leaked = next((site / "NORMAL").glob("*.jpeg"))
+    shutil.copy(leaked, sample / "NORMAL" / "renamed-copy.jpeg")  # the same image under another name
+    with pytest.raises(UserError, match="shares 1 images"):
+        evaluate_run(run_id, "test", store, site, threshold_from=sample)
+    for name in CLASSES:
+        shutil.rmtree(sample / name)
+    (sample / "NORMAL").mkdir()
+    shutil.copy(next((source / "train" / "NORMAL").glob("*.jpeg")), sample / "NORMAL")
+    with pytest.raises(UserError, match="both classes"):
+        evaluate_run(run_id, "test", store, site, threshold_from=sample)
+    with pytest.raises(UserError, match="separately"):
+        evaluate_run(run_id, "test", store, site, threshold_from=sample, occlusion="lungs")
+    assert not any("threshold-from" in s for s in store.get(run_id).evaluation_sources("test"))

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from cxr_core import jobs
-from cxr_core.config import UserError, default_settings
+from cxr_core.config import UserError
+from cxr_core.registry import default_settings
 from cxr_core.store import RunStore
 
 from conftest import PROJECT_ROOT, cli

@@ -8,9 +8,15 @@ import keras
 import keras.src.backend.config as keras_config
 import numpy as np
 import pytest
+from dataclasses import replace
 
-from cxr_core.config import MODEL_NAMES, UserError, default_settings
-from cxr_core.models import FINETUNE_FROM, build_model, unfreeze_top, weight_file_name
+from cxr_core.config import UserError
+
+from cxr_core.registry import STUDY_MODELS, default_settings, descriptions
+from cxr_core import registry
+from cxr_core.models import _download_failed, build_model, unfreeze_top, weight_file_name
+
+FINETUNE_FROM = registry.get("mobilenetv2_finetune").finetune_from
 
 SIZE = 64  # transfer bases need at least 32 px
 
@@ -49,10 +55,10 @@ def same_weights(reference: keras.Model, model: keras.Model) -> bool:
 
 @pytest.fixture(scope="module")
 def built():
-    return {name: build_model(settings_for(name)) for name in MODEL_NAMES}
+    return {name: build_model(settings_for(name)) for name in STUDY_MODELS}
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", STUDY_MODELS)
 def test_each_model_builds_and_outputs_a_probability(built, name):
     model = built[name]
     assert model.name == name
@@ -62,7 +68,7 @@ def test_each_model_builds_and_outputs_a_probability(built, name):
     assert np.all((out >= 0) & (out <= 1)) and np.all(np.isfinite(out))
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", STUDY_MODELS)
 def test_models_are_flat_and_have_no_lambda(built, name):
     model = built[name]
     assert not any(isinstance(layer, keras.layers.Lambda) for layer in all_layers(model))
@@ -88,7 +94,7 @@ def test_transfer_base_is_frozen_and_the_head_trains(built):
 def test_unfreeze_top_trains_the_top_but_keeps_batchnorm_frozen():
     model = build_model(settings_for("mobilenetv2_finetune"))
     frozen_before = len(model.trainable_weights)
-    count = unfreeze_top(model)
+    count = unfreeze_top(model, FINETUNE_FROM)
     names = [layer.name for layer in model.layers]
     start = names.index(FINETUNE_FROM)
     top, bottom = model.layers[start:], model.layers[:start]
@@ -102,7 +108,7 @@ def test_unfreeze_top_trains_the_top_but_keeps_batchnorm_frozen():
     assert model.get_layer("block_16_project").trainable and not model.get_layer("block_16_project_BN").trainable
     assert len(model.trainable_weights) > frozen_before
     with pytest.raises(ValueError):
-        unfreeze_top(build_model(settings_for("baseline_cnn")))
+        unfreeze_top(build_model(settings_for("baseline_cnn")), FINETUNE_FROM)
 
 
 def test_weights_from_a_local_file(tmp_path):
@@ -170,7 +176,7 @@ def test_imagenet_weights_placed_by_hand_are_used_offline(offline_keras_home):
     assert same_weights(reference, model)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", STUDY_MODELS)
 def test_saved_model_reloads_in_safe_mode_with_the_same_outputs(built, name, tmp_path):
     model = built[name]
     path = tmp_path / "model.keras"
@@ -191,3 +197,37 @@ def test_batchnorm_statistics_settle_within_one_epoch_on_small_data():
     assert {layer.momentum for layer in large.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
     assert all(layer.momentum >= 0.5 for layer in build_model(settings_for("regularized_cnn"), steps_per_epoch=1).layers
                if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def conv_widths(model: keras.Model) -> list[int]:
+    return [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def test_the_study_recipe_builds_the_keras_tutorials_cnns():
+    study = lambda name: replace(default_settings(name, "study"), image_size=SIZE)  # noqa: E731
+    baseline, regularized = build_model(study("baseline_cnn")), build_model(study("regularized_cnn"))
+    for model in (baseline, regularized):
+        assert conv_widths(model) == [16, 32, 64]
+        assert model.get_layer("dense").units == 128 and model.get_layer("flatten") is not None
+        assert model.output_shape == (None, 1)
+    kinds = lambda model: {type(layer).__name__ for layer in model.layers}  # noqa: E731
+    assert not kinds(baseline) & {"BatchNormalization", "Dropout", "RandomFlip"}
+    assert {"BatchNormalization", "RandomFlip", "RandomRotation", "RandomZoom"} <= kinds(regularized)
+    assert regularized.get_layer("dropout").rate == 0.5
+    assert regularized.get_layer("aug_rotate").factor == (-0.1, 0.1)
+    # Ours keeps its own shape: five blocks and global average pooling, no flips.
+    ours = build_model(settings_for("regularized_cnn"))
+    assert conv_widths(ours) == [16, 32, 64, 128, 256] and "RandomFlip" not in kinds(ours)
+
+
+def test_a_download_failure_is_told_from_other_errors():
+    import urllib.error
+
+    try:
+        try:
+            raise urllib.error.URLError("no route to host")
+        except urllib.error.URLError:
+            raise Exception("URL fetch failure on https://example: None -- no route to host")
+    except Exception as wrapped:  # how keras.utils.get_file reports it
+        assert _download_failed(wrapped)
+    assert not _download_failed(ValueError("the weights do not fit this model: http is in this text"))

@@ -24,8 +24,8 @@ from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
 from cxr_core import calibration, data, evaluate, explore, inference, jobs, lesson, run_tables
-from cxr_core.config import MODEL_NAMES, default_settings
-from cxr_core.config import DESCRIPTIONS
+from cxr_core import registry
+from cxr_core.registry import STUDY_MODELS, default_settings, descriptions
 from cxr_core.store import RunStore
 
 from conftest import PROJECT_ROOT
@@ -234,11 +234,11 @@ def test_gallery_filters_and_a_fresh_sample(empty_store, demo_data):
 
 def test_train_page_with_no_runs_explains_and_describes_the_model(empty_store, demo_data):
     at = open_app(TRAIN)
-    assert DESCRIPTIONS["regularized_cnn"] in texts(at, "info")
+    assert descriptions()["regularized_cnn"] in texts(at, "info")
     assert "No runs yet" in shown(at) and "No model is training right now." in shown(at)
     widget(at.selectbox, "Model").select("densenet121_frozen").run()
     assert_clean(at)
-    assert DESCRIPTIONS["densenet121_frozen"] in texts(at, "info")
+    assert descriptions()["densenet121_frozen"] in texts(at, "info")
     assert widget(at.radio, "Start from").value == "imagenet"
     assert widget(at.number_input, "Epochs").value == default_settings("densenet121_frozen").epochs
 
@@ -273,10 +273,19 @@ def test_the_study_lineup_queues_all_five_models(empty_store, demo_data, no_work
     at = open_app(TRAIN)
     widget(at.button, "Train the study's lineup").click().run()
     assert_clean(at)
-    assert sorted(r.model for r in empty_store.list()) == sorted(MODEL_NAMES)
+    assert sorted(r.model for r in empty_store.list()) == sorted(STUDY_MODELS)
     assert all(r.state == "queued" for r in empty_store.list())
     assert len(no_worker) == 1  # one worker trains them one after another
     assert sum(text.startswith("Queued:") for text in texts(at, "markdown")) == 5
+    assert {r.recipe for r in empty_store.list()} == {"improved"}
+    widget(at.button, "Train the study's lineup").click().run()  # the same lineup is not queued twice
+    assert len(empty_store.list()) == 5 and any("already waiting" in t for t in texts(at, "success"))
+    widget(at.radio, "Recipe").set_value("study").run()
+    assert "180x180 input" in shown(at)  # what the study states and what was filled in
+    widget(at.button, "Train the study's lineup").click().run()
+    study = [r for r in empty_store.list() if r.recipe == "study"]
+    assert sorted(r.model for r in study) == sorted(STUDY_MODELS)
+    assert {r.settings["image_size"] for r in study} == {180} and {r.settings["threshold_rule"] for r in study} == {"fixed"}
 
 
 def test_live_progress_of_a_running_job_and_the_stop_button(empty_store, demo_data, no_worker):
@@ -605,16 +614,17 @@ def test_a_lesson_link_to_a_step_opens_that_step(empty_store, demo_data):
 
 def test_lesson_steps_queue_what_is_missing(empty_store, demo_data, no_worker):
     at = open_lesson(3)
-    button(at, "Train baseline_cnn and regularized_cnn (the study's recipes)").click().run()
+    button(at, "Train baseline_cnn and regularized_cnn (the study's recipe)").click().run()
     assert_clean(at)
-    queued = {run.model for run in jobs.queued(empty_store)}
-    assert queued == {"baseline_cnn", "regularized_cnn"} and no_worker
+    queued = {(run.model, run.recipe) for run in jobs.queued(empty_store)}
+    assert queued == {("baseline_cnn", "study"), ("regularized_cnn", "study")} and no_worker
+    assert {run.settings["image_size"] for run in jobs.queued(empty_store)} == {180}
     assert any(p.proto.text.startswith("Training baseline_cnn (queued)") for p in at.get("progress"))
     at = open_lesson(9)
     widget(at.radio, "Start from").set_value("none").run()
     button(at, "Train mobilenetv2_frozen, mobilenetv2_finetune, densenet121_frozen").click().run()
     assert_clean(at)
-    transfer = [r for r in jobs.queued(empty_store) if r.model in lesson.TRANSFER]
+    transfer = [r for r in jobs.queued(empty_store) if r.model in registry.pretrained()]
     assert len(transfer) == 3 and {r.settings["weights"] for r in transfer} == {"none"}
 
 
@@ -634,8 +644,9 @@ def test_every_lesson_step_with_a_trained_run(lesson_store, no_worker):
     evaluation = store.get(run_id).evaluation("test")
 
     at = open_lesson(3)
-    assert any("Not trained on this data set yet: baseline_cnn" in t for t in texts(at, "info"))
-    assert len(at.get("plotly_chart")) == 1  # the regularized CNN's confusion matrix
+    assert any("Not trained with the study's recipe on this data set yet: baseline_cnn, regularized_cnn" in t
+               for t in texts(at, "info"))
+    assert len(at.get("plotly_chart")) == 1  # ours: the regularized CNN's confusion matrix
 
     at = open_lesson(4)
     (tn, fp), (fn, tp) = evaluation["confusion_matrix"]

@@ -7,7 +7,7 @@ exactly that on the background worker, and shows the progress in place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,9 @@ import plotly.express as px
 import streamlit as st
 
 from cxr_core import calibration, data, evaluate, explore, figures, heatmap, images, jobs, lesson, reference, run_tables
-from cxr_core.config import HEADLINE_METRICS, UserError, default_settings
+from cxr_core.config import HEADLINE_METRICS, UserError
+from cxr_core import registry
+from cxr_core.registry import Recipe
 from cxr_core.store import ACTIVE_STATES, RunStore
 from ui import data_sets, runs as ui_runs
 
@@ -35,15 +37,16 @@ def _leakage(root: str) -> dict:
     return lesson.leakage_experiment(data_sets.load_split(root)[0].manifest)
 
 
-def queue_training(ctx: Context, models, label: str, weights: str | None = None) -> None:
-    """A button that queues training runs of `models` (the study's recipes) on this data set."""
+def queue_training(ctx: Context, models, label: str, weights: str | None = None,
+                   recipe: str = Recipe.IMPROVED) -> None:
+    """A button that queues training runs of `models` under `recipe` on this data set."""
     waiting = lesson.active_runs(ctx.store, ctx.scan.root)
     todo = [m for m in models if m not in waiting]
-    if todo and st.button(label, icon=":material/playlist_add:", key=f"queue_{'_'.join(todo)}"):
-        for model in todo:
-            settings = default_settings(model)
-            jobs.submit(replace(settings, weights=weights) if weights and settings.weights != "none" else settings,
-                        ctx.scan.root, ctx.store)
+    if todo and st.button(label, icon=":material/playlist_add:", key=f"queue_{recipe}_{'_'.join(todo)}"):
+        try:
+            jobs.queue_lineup(todo, ctx.scan.root, ctx.store, recipe=recipe, weights=weights)
+        except UserError as error:
+            st.error(str(error))
         st.session_state[WAITING] = True
     if waiting or st.session_state.get(WAITING):
         progress(str(ctx.store.root), str(ctx.scan.root))
@@ -80,11 +83,11 @@ def progress(root: str, data_dir: str) -> None:
         st.rerun(scope="app")
 
 
-def pick_run(ctx: Context, key: str, prefer: str = "regularized_cnn"):
+def pick_run(ctx: Context, key: str, prefer: str = registry.DEFAULT_MODEL):
     """A chooser among the lesson's runs (the regularized CNN first); with none, a button to train one."""
     if not ctx.runs:
         st.info("This step needs a trained model, and none has finished on this data set yet.")
-        queue_training(ctx, ["regularized_cnn"], "Train the regularized CNN (the study's best recipe)")
+        queue_training(ctx, [prefer], f"Train {prefer} (our recipe)")
         return None
     models = sorted(ctx.runs, key=lambda m: m != prefer)
     model = st.selectbox("Run", models, key=key, format_func=lambda m: run_tables.run_label(ctx.runs[m]))
@@ -128,23 +131,36 @@ def validation_trap(ctx: Context) -> None:
     st.plotly_chart(px.strip(runs, x="split", y="accuracy", color="split", height=280), key="lesson_leak")
 
 
-def baseline_vs_regularized(ctx: Context) -> None:
-    missing = [m for m in lesson.SCRATCH if m not in ctx.runs]
-    if missing:
-        st.info(f"Not trained on this data set yet: {', '.join(missing)}.")
-        queue_training(ctx, missing, f"Train {' and '.join(missing)} (the study's recipes)")
-    cols = st.columns(2)
-    for col, model in zip(cols, lesson.SCRATCH):
-        run = ctx.runs.get(model)
+def _confusion_row(runs: dict, models, key: str) -> None:
+    for col, model in zip(st.columns(len(models)), models):
+        run = runs.get(model)
         evaluation = run.evaluation("test") if run else None
         if evaluation:
             col.plotly_chart(figures.confusion_figure(evaluation["confusion_matrix"], run_tables.run_label(run), True),
-                             key=f"lesson_cm_{model}")
+                             key=f"lesson_cm_{key}_{model}")
             col.caption(f"accuracy {evaluation['accuracy']:.3f}, sensitivity {evaluation['sensitivity']:.3f}, "
-                        f"specificity {evaluation['specificity']:.3f}")
+                        f"specificity {evaluation['specificity']:.3f}, threshold {evaluation['threshold']:.3f}")
+
+
+def baseline_vs_regularized(ctx: Context) -> None:
+    scratch = registry.from_scratch()
+    st.subheader("The study's recipe, reproduced")
+    st.caption(registry.RECIPE_TEXT[Recipe.STUDY])
+    study = lesson.study_runs(ctx.store, ctx.scan.root, recipe=Recipe.STUDY)
+    missing = [m for m in scratch if m not in study]
+    if missing:
+        st.info(f"Not trained with the study's recipe on this data set yet: {', '.join(missing)}.")
+        queue_training(ctx, missing, f"Train {' and '.join(missing)} (the study's recipe)", recipe=Recipe.STUDY)
+    _confusion_row(study, scratch, "study")
     seed = [r for r in reference.PUBLISHED if r["name"].startswith("Seed study")]
     st.dataframe(pd.DataFrame(seed)[["name", "accuracy", "sensitivity", "specificity", "macro_f1"]], hide_index=True)
     st.caption("The seed study's published figures on the official test split, for comparison.")
+    st.subheader("Then ours")
+    st.caption(registry.RECIPE_TEXT[Recipe.IMPROVED])
+    ours = [m for m in scratch if m in ctx.runs]
+    if registry.DEFAULT_MODEL not in ctx.runs:
+        queue_training(ctx, [registry.DEFAULT_MODEL], f"Train {registry.DEFAULT_MODEL} (our recipe)")
+    _confusion_row(ctx.runs, ours, "ours")
 
 
 def threshold(ctx: Context) -> None:
@@ -265,11 +281,9 @@ def transfer(ctx: Context) -> None:
     if (table["weights"].str.startswith("random: ImageNet")).any():
         st.warning("Runs marked 'ImageNet weights NOT used' started from random weights (settings weights "
                    "'none', as on a machine without a network): they say nothing about what ImageNet buys.")
-    missing = [m for m in lesson.TRANSFER if m not in set(table["model"])]
+    missing = [m for m in registry.pretrained() if m not in set(table["model"])]
     if missing:
-        weights = st.radio("Start from", ["imagenet", "none"], horizontal=True, key="lesson_weights",
-                           format_func={"imagenet": "ImageNet weights (needs a network once)",
-                                        "none": "random weights (works offline; no test of transfer)"}.get)
+        weights = ui_runs.weights_choice("lesson_weights")
         queue_training(ctx, missing, f"Train {', '.join(missing)}", weights=weights)
 
 

@@ -14,6 +14,15 @@ from ui import data_sets
 from ui.navigation import link_to_train
 
 
+def weights_choice(key: str) -> str:
+    """Where a pretrained model's base starts: ImageNet or random weights (registry.Weights)."""
+    from cxr_core.registry import Weights
+
+    return st.radio("Start from", tuple(Weights), horizontal=True, key=key, format_func={
+        Weights.IMAGENET: "ImageNet weights (downloaded once; needs a network)",
+        Weights.NONE: "random weights (works offline, learns slowly; no test of transfer)"}.get)
+
+
 def store() -> RunStore:
     return RunStore()  # root from CXR_RUNS_DIR, read on every call so tests can point it elsewhere
 

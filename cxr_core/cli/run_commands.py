@@ -6,15 +6,17 @@ import json
 import os
 import sys
 
-from ..config import METRICS, MODEL_NAMES, THRESHOLD_RULES, UserError, default_settings
-from ..store import OWN
+from ..config import METRICS, THRESHOLD_RULES, UserError
+
+from .. import registry
+from ..store import OWN, RunState
 from .common import data_arg, store_of, synthetic_note
 
 
 def cmd_train(args) -> int:
     from .. import jobs
 
-    settings = default_settings(args.model)
+    settings = registry.default_settings(args.model, args.recipe)
     for field in ("epochs", "image_size", "batch_size", "learning_rate", "weights", "seed"):
         value = getattr(args, field)
         if value is not None:
@@ -35,7 +37,7 @@ def cmd_train(args) -> int:
         raise UserError("--epochs and --batch-size must be at least 1, --image-size at least 32")
     if settings.early_stopping_patience < 0 or not 0 <= settings.label_smoothing < 0.5 or not 0 <= settings.zoom_in < 1:
         raise UserError("--patience must be at least 0, --label-smoothing between 0 and 0.5, --zoom-in between 0 and 1")
-    if settings.weights not in ("imagenet", "none") and not os.path.isfile(os.path.expanduser(settings.weights)):
+    if settings.weights not in tuple(registry.Weights) and not os.path.isfile(os.path.expanduser(settings.weights)):
         raise UserError(f"--weights {settings.weights}: no such file; pass imagenet, none, or the path to a weights file")
     store = store_of(args)
     data_dir = data_arg(args.data)
@@ -45,12 +47,13 @@ def cmd_train(args) -> int:
     with jobs.worker_lock(store):
         import keras  # noqa: F401  TensorFlow's slow import, before the run exists (a Ctrl-C here leaves nothing)
         run_id = jobs.submit(settings, data_dir, store, start=False)
-        print(f"run {run_id}: {settings.model}, {settings.epochs} epochs at {settings.image_size}px", flush=True)
+        print(f"run {run_id}: {settings.model} ({settings.recipe} recipe), {settings.epochs} epochs at "
+              f"{settings.image_size}px", flush=True)
         state = jobs.run_one(run_id, store, echo=lambda line: print(line, flush=True))
     if jobs.queued(store) or jobs.queued_evaluations(store):
         jobs.spawn_worker(store)  # runs queued from the dashboard while this one held the lock
     print(run_id)
-    return 0 if state == "done" else 1
+    return 0 if state == RunState.DONE else 1
 
 
 def cmd_evaluate(args) -> int:
@@ -58,7 +61,7 @@ def cmd_evaluate(args) -> int:
     from ..inference import evaluate_run
 
     result = evaluate_run(args.run, args.split, store_of(args), args.data, recompute=args.recompute,
-                          occlusion=args.occlude)
+                          occlusion=args.occlude, threshold_from=args.threshold_from)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -72,7 +75,8 @@ def cmd_evaluate(args) -> int:
     from ..run_tables import evaluation_label
 
     where = evaluation_label((result["split"], result.get("source", OWN)))
-    print(f"run {result['run']} on the {where} ({result['n']} images), threshold {result['threshold']:.3f}"
+    print(f"run {result['run']} on the {where} ({result['n']} images), threshold {result['threshold']:.3f} "
+          f"from {result.get('threshold_source', 'validation')}"
           + synthetic_note(store_of(args), result["run"]))
     for key in METRICS:
         print(f"  {key:<12} {show(key)}")
@@ -148,7 +152,11 @@ def register(add, runs, as_json) -> None:
     """Add these commands to the parser (cli.parser calls it)."""
     p = add("train", cmd_train, "train one model in this process; prints the run id last", runs)
     p.add_argument("--data")
-    p.add_argument("--model", required=True, choices=MODEL_NAMES)
+    p.add_argument("--model", required=True, choices=registry.names())
+    p.add_argument("--recipe", default=registry.Recipe.IMPROVED, choices=tuple(registry.Recipe),
+                   help="improved: ours (the default); study: the seed study's recipe (180 px, 10 epochs, "
+                        "constant Adam 1e-3, no early stopping, no class weights, threshold 0.5). Other flags "
+                        "change the recipe's settings")
     p.add_argument("--epochs", type=int)
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
@@ -172,6 +180,11 @@ def register(add, runs, as_json) -> None:
     p.add_argument("--occlude", choices=("lungs", "outside"),
                    help="shortcut test: black out the lung fields (a fixed central box), or all but them; "
                         "stored apart from the plain evaluation")
+    p.add_argument("--threshold-from", metavar="CAL_DIR",
+                   help="site calibration: score at the threshold that meets the run's target sensitivity on "
+                        "this labelled folder (CAL_DIR/test/{NORMAL,PNEUMONIA} or CAL_DIR/{NORMAL,PNEUMONIA}) "
+                        "instead of the validation threshold; refused when it shares images with the scored "
+                        "folder; stored as its own evaluation")
 
     p = add("predict", cmd_predict, "predict image files (JPEG, PNG, DICOM, ...)", runs, as_json)
     p.add_argument("run")
