@@ -7,7 +7,7 @@ import streamlit as st
 from cxr_core import figures, jobs, run_tables
 from cxr_core.config import DESCRIPTIONS, HEADLINE_METRICS, MODEL_NAMES, UserError, default_settings
 from cxr_core.store import ACTIVE_STATES, RunState
-from ui import data_sets, runs as ui_runs
+from ui import data_sets, runs as ui_runs, teacher
 from ui.navigation import entry_guard
 
 entry_guard(__file__)
@@ -51,8 +51,9 @@ with st.form("recipe"):
         weights = st.radio("Start from", ["imagenet", "none"], horizontal=True, key=f"weights_{model}",
                            format_func={"imagenet": "ImageNet weights (downloaded once; needs a network)",
                                         "none": "random weights (works offline, learns slowly)"}.get)
-    launch = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
-if launch:
+    may_train = teacher.allowed("train or queue runs")
+    launch = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:", disabled=not may_train)
+if launch and may_train:
     settings = replace(defaults, epochs=int(epochs), batch_size=batch_size, learning_rate=learning_rate,
                        image_size=image_size, augment=augment, class_weighting=weighting, weights=weights)
     ahead = len(jobs.queued(store)) + any(r.state == RunState.RUNNING for r in store.list())
@@ -63,11 +64,15 @@ if launch:
         st.error(str(error))
 
 lineup_col, note_col = st.columns([1, 3])
-if lineup_col.button("Train the study's lineup", icon=":material/playlist_play:"):
-    for name in MODEL_NAMES:
-        jobs.submit(default_settings(name), scan.root, store, start=False)
+if lineup_col.button("Train the study's lineup", icon=":material/playlist_play:", disabled=not may_train) and may_train:
+    try:
+        jobs.check_room(store, len(MODEL_NAMES))  # all five or none
+        for name in MODEL_NAMES:
+            jobs.submit(default_settings(name), scan.root, store, start=False)
+        st.success(f"Queued {len(MODEL_NAMES)} runs: {', '.join(MODEL_NAMES)}. They train one after another.")
+    except UserError as error:
+        st.error(str(error))
     jobs.spawn_worker(store)
-    st.success(f"Queued {len(MODEL_NAMES)} runs: {', '.join(MODEL_NAMES)}. They train one after another.")
 note_col.caption("Queues the five models with their default recipes. The transfer models start from ImageNet "
                  "weights, which must be downloaded once: without a network those runs fail with a message "
                  "that says how to provide the weights file.")
@@ -78,6 +83,7 @@ def live_progress() -> None:
     runs = store.list()
     running = [r for r in runs if r.state == RunState.RUNNING]
     waiting = jobs.queued(store)
+    may_stop = bool(running or waiting) and teacher.allowed("stop or remove runs")
     for run in running:
         progress = run_tables.training_progress(run)
         st.subheader(f"Training {run_tables.run_label(run)}")
@@ -85,7 +91,8 @@ def live_progress() -> None:
         cols = st.columns(3)
         cols[0].metric("Elapsed", progress["elapsed"])
         cols[1].metric("Estimated remaining", progress["remaining"])
-        if cols[2].button("Stop", key=f"stop_{run.run_id}", type="primary", icon=":material/stop:"):
+        if cols[2].button("Stop", key=f"stop_{run.run_id}", type="primary", icon=":material/stop:",
+                          disabled=not may_stop) and may_stop:
             try:
                 jobs.cancel(run.run_id, store)
                 st.warning("Stopping: the current batch finishes, then the run is marked cancelled.")
@@ -101,7 +108,7 @@ def live_progress() -> None:
     for run in waiting:
         cols = st.columns([4, 1])
         cols[0].write(f"Queued: **{run_tables.run_label(run)}** ({run.settings.get('epochs')} epochs)")
-        if cols[1].button("Remove", key=f"dequeue_{run.run_id}"):
+        if cols[1].button("Remove", key=f"dequeue_{run.run_id}", disabled=not may_stop) and may_stop:
             try:
                 jobs.cancel(run.run_id, store)
             except UserError:
@@ -136,9 +143,10 @@ deletable = [r.run_id for r in runs if r.state not in ACTIVE_STATES]
 if deletable:
     cols = st.columns([3, 1], vertical_alignment="bottom")
     target = cols[0].selectbox("Delete a run", deletable, key="delete_target")
-    if cols[1].button("Delete...", icon=":material/delete:"):
+    may_delete = teacher.allowed("delete runs")
+    if cols[1].button("Delete...", icon=":material/delete:", disabled=not may_delete) and may_delete:
         st.session_state["confirm_delete"] = target
-    if st.session_state.get("confirm_delete") == target:
+    if st.session_state.get("confirm_delete") == target and may_delete:
         st.warning(f"Delete run **{target}** and its model for good?")
         yes, no = st.columns(2)
         if yes.button("Yes, delete it", type="primary"):

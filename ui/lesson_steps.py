@@ -17,7 +17,7 @@ import streamlit as st
 from cxr_core import calibration, data, evaluate, explore, figures, heatmap, images, jobs, lesson, reference, run_tables
 from cxr_core.config import HEADLINE_METRICS, UserError, default_settings
 from cxr_core.store import ACTIVE_STATES, RunStore
-from ui import data_sets, runs as ui_runs
+from ui import data_sets, runs as ui_runs, teacher
 
 WAITING = "_lesson_waiting"
 
@@ -39,19 +39,27 @@ def queue_training(ctx: Context, models, label: str, weights: str | None = None)
     """A button that queues training runs of `models` (the study's recipes) on this data set."""
     waiting = lesson.active_runs(ctx.store, ctx.scan.root)
     todo = [m for m in models if m not in waiting]
-    if todo and st.button(label, icon=":material/playlist_add:", key=f"queue_{'_'.join(todo)}"):
-        for model in todo:
-            settings = default_settings(model)
-            jobs.submit(replace(settings, weights=weights) if weights and settings.weights != "none" else settings,
-                        ctx.scan.root, ctx.store)
-        st.session_state[WAITING] = True
+    may_queue = bool(todo) and teacher.allowed("queue training runs")
+    if todo and st.button(label, icon=":material/playlist_add:", key=f"queue_{'_'.join(todo)}",
+                          disabled=not may_queue) and may_queue:
+        try:
+            jobs.check_room(ctx.store, len(todo))  # all of them or none
+            for model in todo:
+                settings = default_settings(model)
+                jobs.submit(replace(settings, weights=weights) if weights and settings.weights != "none" else settings,
+                            ctx.scan.root, ctx.store)
+            st.session_state[WAITING] = True
+        except UserError as error:
+            st.error(str(error))
     if waiting or st.session_state.get(WAITING):
         progress(str(ctx.store.root), str(ctx.scan.root))
 
 
 def queue_evaluation(ctx: Context, run, label: str, folder=None, occlusions=(None,)) -> None:
     """A button that queues scoring `run` (on its own split, or on `folder`), once per occlusion."""
-    if st.button(label, icon=":material/playlist_add:", key=f"evaluate_{run.run_id}_{label}"):
+    may_queue = teacher.allowed("queue scorings")
+    if st.button(label, icon=":material/playlist_add:", key=f"evaluate_{run.run_id}_{label}",
+                 disabled=not may_queue) and may_queue:
         try:
             for occlusion in occlusions:
                 jobs.submit_evaluation(run.run_id, folder or run.settings["data_dir"], ctx.store, occlusion=occlusion)
