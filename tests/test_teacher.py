@@ -261,16 +261,18 @@ def running_job(store, demo_data):
 def test_stop_and_remove(who, store, demo_data, running_job, no_worker, monkeypatch):
     run_id, job = running_job
     waiting = jobs.submit(default_settings("baseline_cnn"), demo_data, store, start=False)
+    cancelled, cancel = [], jobs.cancel
+    monkeypatch.setattr(jobs, "cancel", lambda run, runs=None: cancelled.append(run) or cancel(run, runs))
     at = open_as(who, monkeypatch, TRAIN)
     expect_lock(at, who, "Stop", "stop or remove runs")
     assert button(at, "Remove").disabled == (who == "student")
     press(at, "Remove")
-    assert store.get(waiting).state == (RunState.QUEUED if who == "student" else RunState.CANCELLED)
     press(at, "Stop")
     if who == "student":
-        time.sleep(0.5)  # what a SIGTERM would have had to arrive in
+        assert cancelled == [] and store.get(waiting).state == RunState.QUEUED
         assert job.poll() is None and store.get(run_id).state == RunState.RUNNING
     else:
+        assert cancelled == [waiting, run_id] and store.get(waiting).state == RunState.CANCELLED
         assert job.wait(timeout=20) == -signal.SIGTERM
 
 
