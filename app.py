@@ -10,7 +10,7 @@ import streamlit as st
 
 from cxr_core import explore
 from cxr_core.store import ACTIVE_STATES, RunState
-from ui import data_sets, navigation, runs as ui_runs
+from ui import data_sets, navigation, runs as ui_runs, teacher
 from ui.texts import DEMO_LABEL, NOT_CLINICAL, SYNTHETIC_NOTE
 
 st.set_page_config(page_title="Chest X-ray pneumonia study", page_icon=":material/pulmonology:", layout="wide")
@@ -81,6 +81,7 @@ page = st.navigation([st.Page(home, title="Home", icon=":material/home:", defaul
                       lesson_page, dataset_page, train_page, compare_page, predict_page])
 
 data_sets.chooser()
+teacher.sidebar()
 st.sidebar.caption("Not for clinical use. Teaching and research only.")
 st.session_state[navigation.ENTRY_FLAG] = True
 asked_for, query = st.session_state.pop(navigation.DEEP_LINK, (None, None))

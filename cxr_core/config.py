@@ -53,6 +53,28 @@ def demo_data_dir() -> Path:
     return cache_dir() / "demo_data"
 
 
+def teacher_key_from_env() -> str | None:
+    """CXR_TEACHER_KEY, the key that unlocks the dashboard's controls for a class (ui/teacher.py); None when unset or empty."""
+    return os.environ.get("CXR_TEACHER_KEY") or None
+
+
+def max_queued(default: int = 8) -> int:
+    """CXR_MAX_QUEUED: how many runs and scorings may wait for the worker at once.
+
+    One worker trains everything in turn, so a longer queue holds the machine for hours."""
+    value = os.environ.get("CXR_MAX_QUEUED", "").strip()
+    if not value:
+        return default
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise UserError(f"CXR_MAX_QUEUED={value!r} is not a whole number of at least 1; "
+                        f"set it to one, or unset it for the default {default}")
+    return limit
+
+
 @dataclass
 class TrainSettings:
     """One training recipe. Defaults per model and recipe come from `registry.default_settings`;

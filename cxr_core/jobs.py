@@ -11,6 +11,11 @@ machine has few cores; two jobs would each take twice as long).
                                   queue scoring a finished run on another labelled folder
     cancel(run_id)                a queued run is dropped; a running one gets SIGTERM
 
+At most config.max_queued() runs and scorings wait at once (CXR_MAX_QUEUED, default 8): one
+worker trains them in turn, so a longer queue holds the machine for hours. A run that the
+submitting process trains itself at once (`python -m cxr_core train`, which holds the worker
+lock) never waits, and is not counted against that bound.
+
 Evaluation requests wait in RUNS/.evaluations/ as one JSON file each (queued,
 running, done or failed); the worker takes them after the queued training
 runs, so scoring never competes with training for the cores.
@@ -27,12 +32,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import PROJECT_ROOT, TrainSettings, UserError
+from .config import PROJECT_ROOT, TrainSettings, UserError, max_queued
 from .quiet import import_tensorflow
 from .store import ACTIVE_STATES, RunState, RunStore, atomic_write_json, read_json
 
 LOCK_NAME = ".worker.lock"
+QUEUE_LOCK_NAME = ".queue.lock"
 EVALUATIONS = ".evaluations"
+# Run stores whose worker lock this process holds: a run it submits there, it trains itself now.
+_training_here: set[str] = set()
 
 
 def _acquire(store: RunStore, wait: bool = False):
@@ -59,9 +67,11 @@ def worker_lock(store: RunStore, wait: bool = False):
     handle = _acquire(store, wait)
     if handle is None:
         raise _busy(store)
+    _training_here.add(str(store.root.resolve()))
     try:
         yield
     finally:
+        _training_here.discard(str(store.root.resolve()))
         handle.close()
 
 
@@ -77,6 +87,25 @@ def queued(store: RunStore) -> list:
     return sorted((r for r in store.list() if r.state == RunState.QUEUED), key=lambda r: r.created)
 
 
+def check_room(store: RunStore, requests: int = 1) -> None:
+    """Raise UserError unless `requests` more runs or scorings may wait for the worker."""
+    limit = max_queued()
+    waiting = len(queued(store)) + len(queued_evaluations(store))
+    if waiting + requests > limit:
+        more = "" if requests == 1 else f" for {requests} more"
+        raise UserError(f"the queue is full{more}: {waiting} runs and scorings already wait for the worker "
+                        f"(at most {limit}, set by CXR_MAX_QUEUED); wait for some to finish or remove a queued run")
+
+
+@contextmanager
+def _queue_lock(store: RunStore):
+    """Serialise "is there room? then queue" between sessions and processes, so the bound holds."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    with open(store.root / QUEUE_LOCK_NAME, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def run_one(run_id: str, store: RunStore, echo=print) -> str:
     """Train one run in this process (the caller holds the worker lock); returns its final state."""
     from .train import run_job
@@ -89,7 +118,8 @@ def submit_evaluation(run_id: str, data_dir, store: RunStore | None = None, *, s
     """Queue scoring run `run_id` on the labelled folder `data_dir` (the run's own folder: its own
     split), with the lung box occluded or kept alone when `occlusion` is given; returns the request id.
 
-    An identical request still waiting or running is not queued twice.
+    An identical request still waiting or running is not queued twice; a new one is refused
+    (UserError) when the queue is full (check_room).
     """
     from . import data as data_mod
 
@@ -98,16 +128,18 @@ def submit_evaluation(run_id: str, data_dir, store: RunStore | None = None, *, s
     if run.state != RunState.DONE:
         raise UserError(f"run {run_id} is {run.state}; only finished runs can be evaluated")
     root = str(data_mod.resolve_root(data_dir, require_train=False))
-    for request in evaluation_requests(store):
-        if (request["run"], request["data_dir"], request["split"], request.get("occlusion")) == \
-                (run_id, root, split, occlusion) and request["state"] in ACTIVE_STATES:
-            return request["id"]
-    folder = store.root / EVALUATIONS
-    folder.mkdir(parents=True, exist_ok=True)
-    request_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
-    atomic_write_json(folder / f"{request_id}.json", {"id": request_id, "run": run_id, "data_dir": root,
-                                                      "split": split, "occlusion": occlusion, "state": RunState.QUEUED,
-                                                      "created": time.time()})
+    with _queue_lock(store):
+        for request in evaluation_requests(store):
+            if (request["run"], request["data_dir"], request["split"], request.get("occlusion")) == \
+                    (run_id, root, split, occlusion) and request["state"] in ACTIVE_STATES:
+                return request["id"]
+        check_room(store)
+        folder = store.root / EVALUATIONS
+        folder.mkdir(parents=True, exist_ok=True)
+        request_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
+        atomic_write_json(folder / f"{request_id}.json", {"id": request_id, "run": run_id, "data_dir": root,
+                                                          "split": split, "occlusion": occlusion,
+                                                          "state": RunState.QUEUED, "created": time.time()})
     if start:
         spawn_worker(store)
     return request_id
@@ -233,18 +265,26 @@ def spawn_worker(store: RunStore) -> subprocess.Popen | None:
     command = [sys.executable, "-m", "cxr_core", "worker", "--runs", str(store.root)]
     # A new session: the worker outlives a Streamlit rerun or a server restart.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
+    for secret in ("CXR_TEACHER_KEY", "teacher_key"):  # st.secrets copies top-level secrets into os.environ
+        env.pop(secret, None)  # the worker never needs the class's key: keep it out of its environment
     with open(store.root / "worker.log", "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=PROJECT_ROOT, env=env, start_new_session=True)
 
 
 def submit(settings: TrainSettings, data_dir, store: RunStore | None = None, *, start: bool = True) -> str:
-    """Queue one run; returns its id. It starts at once when no other job runs."""
+    """Queue one run; returns its id. It starts at once when no other job runs.
+
+    Refused (UserError) when the queue is full (check_room), unless this process holds the
+    worker lock and so trains the run itself now."""
     store = store or RunStore()
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.exists():
         raise UserError(f"data folder {data_dir} does not exist")
-    run = store.new_run(settings.to_dict(), str(data_dir), state=RunState.QUEUED)
+    with _queue_lock(store):
+        if str(store.root.resolve()) not in _training_here:
+            check_room(store)
+        run = store.new_run(settings.to_dict(), str(data_dir), state=RunState.QUEUED)
     if start:
         spawn_worker(store)
     return run.run_id
@@ -260,10 +300,10 @@ def queue_lineup(models, data_dir, store: RunStore, *, recipe: str = "improved",
     folder = str(Path(data_dir).expanduser().resolve())
     waiting = {(r.model, r.recipe) for r in store.list()
                if r.state in ACTIVE_STATES and r.settings.get("data_dir") == folder}
+    todo = [m for m in models if (m, recipe) not in waiting]
+    check_room(store, len(todo))  # the whole lineup or none of it
     queued_ids = []
-    for model in models:
-        if (model, recipe) in waiting:
-            continue
+    for model in todo:
         settings = registry.default_settings(model, recipe)
         if weights and registry.get(model).pretrained:
             settings.weights = weights

@@ -9,7 +9,7 @@ from cxr_core.config import HEADLINE_METRICS, UserError
 from cxr_core import registry
 from cxr_core.registry import RECIPE_TEXT, Recipe, Weights
 from cxr_core.store import ACTIVE_STATES, RunState
-from ui import data_sets, runs as ui_runs
+from ui import data_sets, runs as ui_runs, teacher
 from ui.navigation import entry_guard
 
 entry_guard(__file__)
@@ -60,8 +60,9 @@ with st.form("recipe"):
     weights = defaults.weights
     if defaults.weights == Weights.IMAGENET:
         weights = ui_runs.weights_choice(f"weights_{model}")
-    launch = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
-if launch:
+    may_train = teacher.allowed("train or queue runs")
+    launch = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:", disabled=not may_train)
+if launch and may_train:
     settings = replace(defaults, epochs=int(epochs), batch_size=batch_size, learning_rate=learning_rate,
                        image_size=image_size, augment=augment, class_weighting=weighting, weights=weights)
     ahead = jobs.ahead_of_a_new_run(store)
@@ -72,7 +73,7 @@ if launch:
         st.error(str(error))
 
 lineup_col, note_col = st.columns([1, 3])
-if lineup_col.button("Train the study's lineup", icon=":material/playlist_play:"):
+if lineup_col.button("Train the study's lineup", icon=":material/playlist_play:", disabled=not may_train) and may_train:
     try:
         queued = jobs.queue_lineup(registry.names(), scan.root, store, recipe=recipe)
         st.success(f"Queued {len(queued)} runs ({recipe} recipe): {', '.join(queued)}. They train one after "
@@ -89,6 +90,7 @@ def live_progress() -> None:
     runs = store.list()
     running = [r for r in runs if r.state == RunState.RUNNING]
     waiting = jobs.queued(store)
+    may_stop = bool(running or waiting) and teacher.allowed("stop or remove runs")
     for run in running:
         progress = run_tables.training_progress(run)
         st.subheader(f"Training {run_tables.run_label(run)}")
@@ -96,7 +98,8 @@ def live_progress() -> None:
         cols = st.columns(3)
         cols[0].metric("Elapsed", progress["elapsed"])
         cols[1].metric("Estimated remaining", progress["remaining"])
-        if cols[2].button("Stop", key=f"stop_{run.run_id}", type="primary", icon=":material/stop:"):
+        if cols[2].button("Stop", key=f"stop_{run.run_id}", type="primary", icon=":material/stop:",
+                          disabled=not may_stop) and may_stop:
             try:
                 jobs.cancel(run.run_id, store)
                 st.warning("Stopping: the current batch finishes, then the run is marked cancelled.")
@@ -112,7 +115,7 @@ def live_progress() -> None:
     for run in waiting:
         cols = st.columns([4, 1])
         cols[0].write(f"Queued: **{run_tables.run_label(run)}** ({run.settings.get('epochs')} epochs)")
-        if cols[1].button("Remove", key=f"dequeue_{run.run_id}"):
+        if cols[1].button("Remove", key=f"dequeue_{run.run_id}", disabled=not may_stop) and may_stop:
             try:
                 jobs.cancel(run.run_id, store)
             except UserError:
@@ -147,9 +150,10 @@ deletable = [r.run_id for r in runs if r.state not in ACTIVE_STATES]
 if deletable:
     cols = st.columns([3, 1], vertical_alignment="bottom")
     target = cols[0].selectbox("Delete a run", deletable, key="delete_target")
-    if cols[1].button("Delete...", icon=":material/delete:"):
+    may_delete = teacher.allowed("delete runs")
+    if cols[1].button("Delete...", icon=":material/delete:", disabled=not may_delete) and may_delete:
         st.session_state["confirm_delete"] = target
-    if st.session_state.get("confirm_delete") == target:
+    if st.session_state.get("confirm_delete") == target and may_delete:
         st.warning(f"Delete run **{target}** and its model for good?")
         yes, no = st.columns(2)
         if yes.button("Yes, delete it", type="primary"):

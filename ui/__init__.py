@@ -5,6 +5,7 @@
     ui.runs         the run store, stored predictions and the predictor process (cached),
                     the "no finished runs" state, queueing a scoring job
     ui.texts        the warnings every page repeats
+    ui.teacher      classroom mode: may this browser session train, stop, queue, delete?
     ui.lesson_steps the Lesson page's steps
 
 Pages import these as `from ui import data_sets, runs, ...` (Streamlit puts the

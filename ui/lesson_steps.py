@@ -19,7 +19,7 @@ from cxr_core.config import HEADLINE_METRICS, UserError
 from cxr_core import registry
 from cxr_core.registry import Recipe
 from cxr_core.store import ACTIVE_STATES, RunStore
-from ui import data_sets, runs as ui_runs
+from ui import data_sets, runs as ui_runs, teacher
 
 WAITING = "_lesson_waiting"
 
@@ -42,19 +42,23 @@ def queue_training(ctx: Context, models, label: str, weights: str | None = None,
     """A button that queues training runs of `models` under `recipe` on this data set."""
     waiting = lesson.active_runs(ctx.store, ctx.scan.root)
     todo = [m for m in models if m not in waiting]
-    if todo and st.button(label, icon=":material/playlist_add:", key=f"queue_{recipe}_{'_'.join(todo)}"):
+    may_queue = bool(todo) and teacher.allowed("queue training runs")
+    if todo and st.button(label, icon=":material/playlist_add:", key=f"queue_{recipe}_{'_'.join(todo)}",
+                          disabled=not may_queue) and may_queue:
         try:
             jobs.queue_lineup(todo, ctx.scan.root, ctx.store, recipe=recipe, weights=weights)
+            st.session_state[WAITING] = True
         except UserError as error:
             st.error(str(error))
-        st.session_state[WAITING] = True
     if waiting or st.session_state.get(WAITING):
         progress(str(ctx.store.root), str(ctx.scan.root))
 
 
 def queue_evaluation(ctx: Context, run, label: str, folder=None, occlusions=(None,)) -> None:
     """A button that queues scoring `run` (on its own split, or on `folder`), once per occlusion."""
-    if st.button(label, icon=":material/playlist_add:", key=f"evaluate_{run.run_id}_{label}"):
+    may_queue = teacher.allowed("queue scorings")
+    if st.button(label, icon=":material/playlist_add:", key=f"evaluate_{run.run_id}_{label}",
+                 disabled=not may_queue) and may_queue:
         try:
             for occlusion in occlusions:
                 jobs.submit_evaluation(run.run_id, folder or run.settings["data_dir"], ctx.store, occlusion=occlusion)

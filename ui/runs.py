@@ -10,7 +10,7 @@ from cxr_core import inference, jobs, run_tables
 from cxr_core.config import UserError
 from cxr_core.predictor import Predictor
 from cxr_core.store import ACTIVE_STATES, OWN, RunState, RunStore, evaluation_files
-from ui import data_sets
+from ui import data_sets, teacher
 from ui.navigation import link_to_train
 
 
@@ -81,9 +81,11 @@ def score_on_folder(chosen: list, runs: RunStore) -> None:
                    "NORMAL/ and PNEUMONIA/ folders), configured on the server with CXR_DATA_DIR or CXR_DATA_ROOTS. "
                    "The background worker scores each run after any training; the result is stored beside the "
                    "run's own evaluation.")
+        may_queue = teacher.allowed("queue scorings")
         cols = st.columns([3, 1])
         label = cols[0].selectbox("Folder", list(data_sets.sources()), key="score_folder", label_visibility="collapsed")
-        if cols[1].button("Score", icon=":material/playlist_add:", disabled=not chosen, key="score_button"):
+        if cols[1].button("Score", icon=":material/playlist_add:", disabled=not chosen or not may_queue,
+                          key="score_button") and may_queue:
             try:
                 for run in chosen:
                     jobs.submit_evaluation(run.run_id, data_sets.folder(label), runs)
