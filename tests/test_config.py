@@ -128,11 +128,15 @@ def test_every_model_has_a_description_a_teacher_can_show():
         assert len(text) > 100, name  # a paragraph, not a label
 
 
-def test_every_threshold_rule_is_one_choose_threshold_applies():
+def test_every_threshold_rule_is_one_threshold_for_applies():
+    from dataclasses import replace
+
     y = np.array([0, 0, 0, 1, 1, 1, 1, 1])
     prob = np.array([0.1, 0.3, 0.6, 0.2, 0.5, 0.7, 0.8, 0.9])
-    chosen = {rule: evaluate.choose_threshold(y, prob, 0.95, rule=rule)["threshold"] for rule in THRESHOLD_RULES}
-    assert chosen == {"sensitivity": 0.2, "youden": 0.7}
+    settings = TrainSettings(target_sensitivity=0.95, fixed_threshold=0.65)
+    chosen = {rule: evaluate.threshold_for(replace(settings, threshold_rule=rule), y, prob)["threshold"]
+              for rule in THRESHOLD_RULES}
+    assert chosen == {"sensitivity": 0.2, "youden": 0.7, "fixed": 0.65}
     with pytest.raises(ValueError, match="sensitivity, youden"):
         evaluate.choose_threshold(y, prob, rule="f1")
 
