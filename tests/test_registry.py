@@ -107,3 +107,19 @@ def test_a_registered_model_is_on_the_train_page(tiny_model, demo_dir, monkeypat
     assert not at.exception
     assert "A four-filter CNN that exists only in this test." in [i.value for i in at.info]
     assert next(n for n in at.number_input if n.label == "Epochs").value == 1
+
+
+def test_the_recipes_command_prints_the_registry(capsys):
+    import json
+
+    from cxr_core.cli import main
+
+    assert main(["recipes", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert list(printed["models"]) == list(registry.names())
+    for name in registry.names():
+        for recipe in Recipe:
+            assert printed["models"][name][recipe] == registry.default_settings(name, recipe).to_dict()
+    assert printed["study_notes"] == list(registry.STUDY_NOTES)
+    assert main(["recipes"]) == 0
+    assert "Conv2D widths 16/32/64" in capsys.readouterr().out

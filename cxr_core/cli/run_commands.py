@@ -133,6 +133,28 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_recipes(args) -> int:
+    """Every model's settings under each recipe, and what the study recipe assumes where the study is silent."""
+    table = {name: {recipe: registry.default_settings(name, recipe).to_dict() for recipe in registry.Recipe}
+             for name in registry.names()}
+    if args.json:
+        print(json.dumps({"models": table, "recipes": {str(k): v for k, v in registry.RECIPE_TEXT.items()},
+                          "study_notes": list(registry.STUDY_NOTES)}))
+        return 0
+    for recipe, text in registry.RECIPE_TEXT.items():
+        print(f"{recipe}: {text}")
+    print("\nThe study's recipe, where the study is silent:")
+    for note in registry.STUDY_NOTES:
+        print(f"  - {note}")
+    shown = ("image_size", "epochs", "learning_rate", "lr_schedule", "early_stopping_patience", "class_weighting",
+             "augment", "threshold_rule", "weights")
+    for name, recipes in table.items():
+        print(f"\n{name}")
+        for recipe, settings in recipes.items():
+            print(f"  {recipe:<9} " + ", ".join(f"{k} {settings[k]}" for k in shown))
+    return 0
+
+
 def cmd_worker(args) -> int:
     from .. import jobs
 
@@ -195,6 +217,9 @@ def register(add, runs, as_json) -> None:
     p.add_argument("--heatmap-size", type=int, metavar="PX", help="side of the PNG (default: the model's input size)")
 
     p = add("runs", cmd_runs, "list runs", runs, as_json)
+
+    p = add("recipes", cmd_recipes, "each model's settings under our recipe and the study's, with the study's "
+                                    "assumptions", as_json)
 
     p = add("worker", cmd_worker, "train queued runs until none are left", runs)
 
