@@ -10,7 +10,7 @@ import streamlit as st
 
 from cxr_core import explore
 from cxr_core.store import ACTIVE_STATES, RunState
-from ui import data_sets, navigation, runs as ui_runs
+from ui import data_sets, home as ui_home, navigation, runs as ui_runs
 from ui.texts import DEMO_LABEL, NOT_CLINICAL, SYNTHETIC_NOTE
 
 st.set_page_config(page_title="Chest X-ray pneumonia study", page_icon=":material/pulmonology:", layout="wide")
@@ -45,6 +45,7 @@ def home() -> None:
     st.caption(f"Images per folder on disk: {folders}."
                + (f" Skipped: {', '.join(f'{n} {why}' for why, n in summary['skipped'].items())}."
                   if summary["skipped"] else ""))
+    ui_home.sample_row(scan, split)
 
     st.subheader("Runs")
     store = ui_runs.store()
@@ -55,11 +56,10 @@ def home() -> None:
     cols[0].metric("Runs", len(runs))
     cols[1].metric("Finished", len(finished))
     cols[2].metric("Training or queued", len(active), help="One job trains at a time; the rest wait in a queue.")
-    if not runs:
-        st.info("No runs yet. Start on the Train page: one click trains the regularized CNN on this data set "
-                "in a few minutes on a laptop CPU.")
-    elif any(r.state == RunState.RUNNING for r in active):
+    if any(r.state == RunState.RUNNING for r in active):
         st.info("A model is training now; watch it on the Train page.")
+    st.subheader("Best result on the official test split")
+    ui_home.best_run_panel(store, runs, scan.root)
 
     st.subheader("Where to start")
     st.page_link(lesson_page, label="Lesson: the study step by step, for a class (the step is in the URL)")
