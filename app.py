@@ -25,8 +25,14 @@ def home() -> None:
         "data and its traps, train the study's five models, compare them with honest uncertainty, and see "
         "where a model looks when it calls an X-ray PNEUMONIA.")
 
-    st.subheader("Active data set")
     scan, split = data_sets.require()
+    ui_home.sample_row(scan, split)
+    store = ui_runs.store()
+    runs = store.list()
+    st.subheader("Best result on the official test split")
+    ui_home.best_run_panel(store, runs, scan.root)
+
+    st.subheader("Active data set")
     summary = explore.dataset_summary(scan)
     if summary["synthetic"]:
         st.warning(f"**{DEMO_LABEL}.** {SYNTHETIC_NOTE} Choose a real folder in the "
@@ -45,11 +51,8 @@ def home() -> None:
     st.caption(f"Images per folder on disk: {folders}."
                + (f" Skipped: {', '.join(f'{n} {why}' for why, n in summary['skipped'].items())}."
                   if summary["skipped"] else ""))
-    ui_home.sample_row(scan, split)
 
     st.subheader("Runs")
-    store = ui_runs.store()
-    runs = store.list()
     finished = [r for r in runs if r.state == RunState.DONE]
     active = [r for r in runs if r.state in ACTIVE_STATES]
     cols = st.columns(3)
@@ -58,8 +61,6 @@ def home() -> None:
     cols[2].metric("Training or queued", len(active), help="One job trains at a time; the rest wait in a queue.")
     if any(r.state == RunState.RUNNING for r in active):
         st.info("A model is training now; watch it on the Train page.")
-    st.subheader("Best result on the official test split")
-    ui_home.best_run_panel(store, runs, scan.root)
 
     st.subheader("Where to start")
     st.page_link(lesson_page, label="Lesson: the study step by step, for a class (the step is in the URL)")

@@ -259,7 +259,8 @@ def _data_root(folder) -> str:
         return os.path.realpath(folder)
 
 
-def _same_folder(run, data_dir) -> bool:
+def trained_on(run, data_dir) -> bool:
+    """True when the run was trained on the folder `data_dir` (any folder when None)."""
     return data_dir is None or _data_root(run.settings.get("data_dir", "")) == _data_root(data_dir)
 
 
@@ -273,7 +274,7 @@ def best_run(runs, data_dir=None) -> dict | None:
     """
     candidates = []
     for run in runs:
-        if run.state != FINISHED or not _same_folder(run, data_dir):
+        if run.state != FINISHED or not trained_on(run, data_dir):
             continue
         evaluation = official_evaluation(run)
         if evaluation and evaluation.get("auc") is not None:

@@ -16,6 +16,7 @@ SHOWN_METRICS = ("accuracy", "sensitivity", "specificity", "auc")
 
 def sample_row(scan, split) -> None:
     """PER_CLASS training images of each class, side by side, as the model sees them."""
+    st.caption("Training images of each class from the active data set, padded square as the model sees them.")
     columns = st.columns(PER_CLASS * len(CLASSES))
     label = " (SYNTHETIC)" if scan.synthetic else ""
     for c, class_name in enumerate(CLASSES):

@@ -101,15 +101,15 @@ def register(add, runs, as_json) -> None:
     p = add("info", cmd_info, "describe a data folder, the splits training would use and the best run on it",
             runs, as_json)
     p.add_argument("--data", help="Kaggle-layout folder (default: $CXR_DATA_DIR, else the synthetic demo set)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="the seed of the patient-grouped split, as train's")
 
     p = add("explore", cmd_explore, "what the Dataset page shows: balance, patients, leakage, image sizes", as_json)
-    p.add_argument("--data")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--data", help="Kaggle-layout folder (default: $CXR_DATA_DIR, else the synthetic demo set)")
+    p.add_argument("--seed", type=int, default=42, help="the seed of the patient-grouped split, as train's")
     p.add_argument("--sample", type=int, default=300, help="images whose headers are read for sizes")
 
     p = add("demo-data", cmd_demo_data, "write the synthetic demo data set")
-    p.add_argument("--out")
+    p.add_argument("--out", help="write a fresh demo set into this folder (default: the cache's, once)")
 
     p = add("download", cmd_download, "fetch the Kermany data set (CC BY 4.0) in Kaggle layout; prints the CXR_DATA_DIR line last")
     p.add_argument("--source", default="kaggle", help="kaggle (default, with kagglehub), an http(s) URL of a zip, or a local zip")
