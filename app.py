@@ -10,7 +10,7 @@ import streamlit as st
 
 from cxr_core import explore
 from cxr_core.store import ACTIVE_STATES, RunState
-from ui import data_sets, navigation, runs as ui_runs, teacher
+from ui import data_sets, home as ui_home, navigation, runs as ui_runs, teacher
 from ui.texts import DEMO_LABEL, NOT_CLINICAL, SYNTHETIC_NOTE
 
 st.set_page_config(page_title="Chest X-ray pneumonia study", page_icon=":material/pulmonology:", layout="wide")
@@ -25,8 +25,14 @@ def home() -> None:
         "data and its traps, train the study's five models, compare them with honest uncertainty, and see "
         "where a model looks when it calls an X-ray PNEUMONIA.")
 
-    st.subheader("Active data set")
     scan, split = data_sets.require()
+    ui_home.sample_row(scan, split)
+    store = ui_runs.store()
+    runs = store.list()
+    st.subheader("Best result on the official test split")
+    ui_home.best_run_panel(store, runs, scan.root)
+
+    st.subheader("Active data set")
     summary = explore.dataset_summary(scan)
     if summary["synthetic"]:
         st.warning(f"**{DEMO_LABEL}.** {SYNTHETIC_NOTE} Choose a real folder in the "
@@ -47,18 +53,13 @@ def home() -> None:
                   if summary["skipped"] else ""))
 
     st.subheader("Runs")
-    store = ui_runs.store()
-    runs = store.list()
     finished = [r for r in runs if r.state == RunState.DONE]
     active = [r for r in runs if r.state in ACTIVE_STATES]
     cols = st.columns(3)
     cols[0].metric("Runs", len(runs))
     cols[1].metric("Finished", len(finished))
     cols[2].metric("Training or queued", len(active), help="One job trains at a time; the rest wait in a queue.")
-    if not runs:
-        st.info("No runs yet. Start on the Train page: one click trains the regularized CNN on this data set "
-                "in a few minutes on a laptop CPU.")
-    elif any(r.state == RunState.RUNNING for r in active):
+    if any(r.state == RunState.RUNNING for r in active):
         st.info("A model is training now; watch it on the Train page.")
 
     st.subheader("Where to start")

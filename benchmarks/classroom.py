@@ -1,6 +1,8 @@
 """A classroom at once: N browser sessions on one dashboard server while a model trains.
 
     python benchmarks/classroom.py --sessions 30               # own server on the demo set
+    python benchmarks/classroom.py --sessions 10 --out benchmarks/results --update-docs
+    python benchmarks/classroom.py --render --update-docs      # measure nothing: rewrite from classroom.json
     python benchmarks/classroom.py --sessions 5 --url http://127.0.0.1:8501 --xray some.jpeg
 
 Each session (a Chromium context of its own, so its own Streamlit session)
@@ -15,7 +17,10 @@ it trains one tiny run first (`python -m cxr_core train`), then queues a long
 run through the dashboard's own worker so that a model trains during the
 whole test, and stops everything at the end. The server's process tree (the
 server and what it starts) is sampled for resident memory; the training
-worker is not part of it. The last line printed is a JSON object.
+worker is not part of it. Its CPU seconds over the students' walks, divided by
+their page views (uploads included), is `server_cpu_s_per_view`: what one view
+costs the server, whatever the browsers cost the machine. The last line printed
+is a JSON object; --out also writes it to classroom.json.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import classroom_report  # noqa: E402
 import common  # noqa: E402  benchmarks/common.py (puts the project on sys.path)
 
 from cxr_core import jobs  # noqa: E402
@@ -247,14 +253,21 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline-s", type=float, default=20.0, help="training measured alone this long first")
     parser.add_argument("--no-teacher", dest="teacher", action="store_false",
                         help="skip the teacher's visit to Home before the students (`streamlit run` opens it)")
+    parser.add_argument("--out", type=Path, help="also write classroom.json and classroom.md into this folder")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: print (and with --update-docs write) the report of classroom.json")
+    common.add_docs_flags(parser)
     args = parser.parse_args(argv)
+    if args.render:
+        return classroom_report.render_stored(args)
     if not 1 <= args.sessions <= 100:
         parser.error("--sessions must be between 1 and 100")
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost")):
         parser.error("--url must be a dashboard on this machine (http://127.0.0.1:PORT)")
 
-    result = {"sessions": args.sessions, "commit": git_commit(), "date": common.now_iso(),
-              "machine": common.machine_line(common.machine()), "command": common.command_line()}
+    machine = common.machine()
+    result = {"sessions": args.sessions, "commit": git_commit(), "git": common.git_state(), "date": common.now_iso(),
+              "machine": common.machine_line(machine), "command": common.command_line()}
     with ExitStack() as cleanup:
         if args.url:
             url, xray, server_pid, store, run_id = args.url.rstrip("/"), args.xray, None, None, None
@@ -311,6 +324,8 @@ def main(argv=None) -> int:
         result["peak_rss_mb"] = round(sampler.peak, 1) if sampler else None
         if sampler:
             result["server_cpu_s"], result["loadavg_1min_max"] = round(sampler.cpu, 1), round(sampler.load_max, 1)
+        result.update(classroom_report.server_cost(result, walks, sampler.cpu if sampler else None, machine["cores"]))
+    classroom_report.publish(result, args)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -1,4 +1,4 @@
-"""What the quality and speed benchmarks share: the machine, tables, README markers, JSON.
+"""What the quality and speed benchmarks share: the machine, tables, marked sections of the docs, JSON.
 
 Not a script; `benchmarks/quality.py` and `benchmarks/speed.py` import it.
 """
@@ -28,6 +28,12 @@ RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 # Ignored by git (.gitignore): the benchmark's own run store, logs and scratch folders.
 WORK_DIR = PROJECT_ROOT / "benchmarks" / "out"
 README = PROJECT_ROOT / "README.md"
+# The generated sections: (file under the documentation root, marker name). Each benchmark rewrites its own
+# with --update-docs (--update-readme is the older name of that flag); --docs-root points them at a copy.
+DOC_SECTIONS = {
+    "quality": "docs/results.md", "ablation": "docs/results.md", "results": "README.md",
+    "speed": "docs/performance.md", "classroom": "docs/performance.md",
+}
 
 
 def now_iso() -> str:
@@ -131,9 +137,17 @@ def git_state(root: Path = PROJECT_ROOT) -> dict:
 
 
 def commit_label(state: dict | None) -> str:
+    """The commit as the docs print it; whether the tree was dirty stays in the JSON."""
     if not state or not state.get("commit"):
         return "not recorded"
-    return state["commit"][:10] + (" (dirty)" if state.get("dirty") else "")
+    return state["commit"][:10]
+
+
+def provenance(result: dict) -> str:
+    """The one line of provenance a generated section carries: date, commit, machine, command."""
+    machine = result["machine"] if isinstance(result["machine"], str) else machine_line(result["machine"])
+    return (f"Measured on {str(result['date'])[:10]} at commit {commit_label(result.get('git'))} on {machine}, "
+            f"by `{result['command']}`.")
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -159,7 +173,7 @@ def replace_between_markers(text: str, name: str, body: str) -> str:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     if len(pattern.findall(text)) != 1:
-        raise ValueError(f"expected exactly one {start} ... {end} pair in the README")
+        raise ValueError(f"expected exactly one {start} ... {end} pair in the file")
     return pattern.sub(lambda _: f"{start}\n{body.strip()}\n{end}", text, count=1)
 
 
@@ -170,11 +184,31 @@ def _readable(path: Path, mode: int | None = None) -> None:
     os.chmod(path, mode if mode is not None else 0o666 & ~umask)
 
 
-def update_readme(name: str, body: str, readme: Path = README) -> None:
-    readme = Path(readme)
-    text, mode = readme.read_text(), readme.stat().st_mode & 0o777
-    atomic_write_bytes(readme, replace_between_markers(text, name, body).encode())
-    _readable(readme, mode)
+def update_section(path: Path, name: str, body: str) -> None:
+    """Rewrite the `name` section between its markers in `path`, keeping the file's permissions."""
+    path = Path(path)
+    text, mode = path.read_text(), path.stat().st_mode & 0o777
+    atomic_write_bytes(path, replace_between_markers(text, name, body).encode())
+    _readable(path, mode)
+
+
+def update_docs(sections: dict[str, str], root: Path = PROJECT_ROOT) -> list[Path]:
+    """Rewrite each {marker name: body} in the file DOC_SECTIONS names under `root`; returns the files."""
+    written = []
+    for name, body in sections.items():
+        path = Path(root) / DOC_SECTIONS[name]
+        update_section(path, name, body)
+        written.append(path)
+    return sorted(set(written))
+
+
+def add_docs_flags(parser) -> None:
+    """--update-docs (alias --update-readme) and the hidden --docs-root every benchmark takes."""
+    import argparse
+
+    parser.add_argument("--update-docs", "--update-readme", dest="update_docs", action="store_true",
+                        help="rewrite this benchmark's generated sections of README.md and docs/")
+    parser.add_argument("--docs-root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
 
 
 def write_results(out_dir: Path, stem: str, result: dict, markdown: str) -> tuple[Path, Path]:

@@ -1,7 +1,8 @@
 """Model quality benchmark: train the study's lineup with its defaults, score each on the test split.
 
     python benchmarks/quality.py                                  # all five models on ../shared/data/chest_xray
-    python benchmarks/quality.py --reuse --update-readme          # resume: keep finished runs, then write the README table
+    python benchmarks/quality.py --reuse --update-docs            # resume: keep finished runs, then write the tables
+    python benchmarks/quality.py --render --update-docs           # measure nothing: rewrite the tables from quality.json
     python benchmarks/quality.py --models baseline_cnn,regularized_cnn --epochs-override baseline_cnn=2
     python benchmarks/quality.py --data /tmp/demo --runs /tmp/bench-runs --out /tmp/results
 
@@ -34,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 import common
-from quality_report import OFFLINE, metric_cell, render
+from quality_report import OFFLINE, metric_cell, render, render_readme
 from cxr_core import evaluate, reference
 from cxr_core.config import METRICS, UserError
 from cxr_core import registry
@@ -255,10 +256,13 @@ def main(argv=None) -> int:
                         "(it cannot see code changes: retrain after changing a model or the pipeline)")
     p.add_argument("--runs", type=Path, default=common.WORK_DIR / "runs", help="the benchmark's run store (default: %(default)s)")
     p.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where quality.json/.md go (default: %(default)s)")
-    p.add_argument("--update-readme", action="store_true", help="replace the README's quality section with the table")
-    p.add_argument("--readme", type=Path, default=common.README, help=argparse.SUPPRESS)
+    p.add_argument("--render", action="store_true",
+                   help="measure nothing: rewrite quality.md (and with --update-docs the docs) from quality.json")
+    common.add_docs_flags(p)
     p.add_argument("--quiet", action="store_true", help="do not echo the training output")
     args = p.parse_args(argv)
+    if args.render:
+        return render_stored(args)
 
     args.data = args.data.expanduser().resolve()
     try:
@@ -336,13 +340,28 @@ def main(argv=None) -> int:
         result["failed"].append({"model": "ensemble", "error": str(error)[:500]})
     result["complete"] = not result["failed"]
     save()
+    publish(result, args)
+    return 0 if result["complete"] else 1
+
+
+def publish(result: dict, args) -> None:
+    """Print the tables; with --update-docs rewrite docs/results.md's and the README's sections."""
     body = render(result)
     print("\n" + body)
-    if args.update_readme:
-        common.update_readme("quality", body, args.readme)
-        print(f"\nREADME quality section updated: {args.readme}")
+    if args.update_docs:
+        for path in common.update_docs({"quality": body, "results": render_readme(result)}, args.docs_root):
+            print(f"updated {path}")
     print(f"\nwrote {args.out / 'quality.json'} and {args.out / 'quality.md'}")
-    return 0 if result["complete"] else 1
+
+
+def render_stored(args) -> int:
+    try:
+        result = json.loads((args.out / "quality.json").read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--render: cannot read {args.out / 'quality.json'} ({error}); run the benchmark first")
+    common.write_results(args.out, "quality", result, "# Quality benchmark\n\n" + render(result))
+    publish(result, args)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Speed benchmark: ours against the seed's way, measured in the same run, reported as ratios.
 
     python benchmarks/speed.py                                     # every section on ../shared/data/chest_xray
-    python benchmarks/speed.py --only training --update-readme     # time to quality: 3 repeats, about 2 hours on 2 cores
+    python benchmarks/speed.py --only training --update-docs       # time to quality: 3 repeats, about 2 hours on 2 cores
     python benchmarks/speed.py --only pipeline,predict,pages       # a few sections (others keep earlier results)
     python benchmarks/speed.py --only training --limit 800 --epochs 3 --repeats 1   # a shortened smoke run
-    python benchmarks/speed.py --render --update-readme            # rewrite speed.md and the README from speed.json
+    python benchmarks/speed.py --render --update-docs              # rewrite speed.md and docs/performance.md from speed.json
 
 Sections (`--only` takes a comma-separated subset; SECTIONS below is the table of them). Results go to
 benchmarks/results/speed.json and speed.md; sections not run keep their earlier results, and every
@@ -75,9 +75,8 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where speed.json/.md go (default: %(default)s)")
     p.add_argument("--work", type=Path, default=common.WORK_DIR, help="scratch folder (default: %(default)s)")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
-    p.add_argument("--render", action="store_true", help="measure nothing: rewrite speed.md (and the README) from speed.json")
-    p.add_argument("--update-readme", action="store_true", help="replace the README's speed section")
-    p.add_argument("--readme", type=Path, default=common.README, help=argparse.SUPPRESS)
+    p.add_argument("--render", action="store_true", help="measure nothing: rewrite speed.md (and the docs) from speed.json")
+    common.add_docs_flags(p)
     p.add_argument("--quiet", action="store_true", help="do not echo the training output")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--child-spec", help=argparse.SUPPRESS)
@@ -162,9 +161,9 @@ def main(argv=None) -> int:
         failed = measure(args, only, result)
     body = render(result, full=False)
     print("\n" + render(result))
-    if args.update_readme:
-        common.update_readme("speed", body, args.readme)
-        print(f"\nREADME speed section updated: {args.readme}")
+    if args.update_docs:
+        for path in common.update_docs({"speed": body}, args.docs_root):
+            print(f"\nupdated {path}")
     print(f"\nwrote {args.out / 'speed.json'} and {args.out / 'speed.md'}")
     return 1 if failed else 0
 

@@ -6,6 +6,7 @@ runs table (`runs`), Compare's metrics, curves and McNemar test (`compare`).
     evaluation_choices(runs)  evaluation_label((split, source))
     same_images(predictions)  align_predictions(pred_a, pred_b)  mcnemar_between(...)
     confusion_cell(predictions, threshold, "FN")
+    official_evaluation(run)  best_run(runs, data_dir)      (Home and `info`: the study at a glance)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 
 from .config import HEADLINE_METRICS, METRICS
 from .reference import PUBLISHED
-from .store import CALIBRATED, OWN, RunState, calibration_of, split_source
+from .store import CALIBRATED, FINISHED, OWN, RunState, calibration_of, split_source
 
 # Confusion-matrix cells: (true label, predicted label) and what each means at the bedside.
 CELLS = {
@@ -238,3 +239,74 @@ def threshold_sources(runs: dict, split: str, source: str) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=["run", "threshold from", "threshold", "accuracy", "sensitivity",
                                         "specificity", "macro_f1"])
     return table if (table["threshold from"].str.startswith("labelled folder")).any() else table.iloc[0:0]
+
+
+def own_test_is_official(run) -> bool:
+    """True when the run's own test split is its folder's test/ kept as it is (a Kaggle download's
+    official test split, or the demo set's), False when it was carved from train (in-distribution)."""
+    try:
+        split = pd.read_csv(run.path / "split.csv", usecols=["split", "source_split"])
+    except (OSError, ValueError):
+        return False
+    test = split[split["split"] == "test"]
+    return not test.empty and bool((test["source_split"] == "test").all())
+
+
+def official_evaluation(run) -> dict | None:
+    """A run's stored scores on the official test split, with "source" and "where" added; None if none.
+
+    A folder with its own test/ keeps it as the run's test split, so the run's own evaluation is the
+    official one. A train-only copy carves its test split from train, which flatters every model: then
+    the official figures are a scoring on another labelled folder (`evaluate --data`, the Compare
+    page's "Score"), the one with the most images when there are several (the whole split over a half).
+    """
+    if own_test_is_official(run):
+        evaluation = run.evaluation("test")
+        return dict(evaluation, source=OWN, where="its folder's own test/ split") if evaluation else None
+    scored = [(run.evaluation("test", source), source) for source in run.evaluation_sources("test")
+              if source != OWN and split_source(source)[1] is None and calibration_of(source) is None]
+    scored = [(evaluation, source) for evaluation, source in scored if evaluation]
+    if not scored:
+        return None
+    evaluation, source = max(scored, key=lambda pair: pair[0].get("n") or 0)
+    return dict(evaluation, source=source, where=f"folder {source}")
+
+
+def _data_root(folder) -> str:
+    """A data folder as training resolved it (through Kaggle's chest_xray/ nesting), for comparing."""
+    from .config import UserError
+    from .data import resolve_root
+
+    try:
+        return str(resolve_root(folder, require_train=False).resolve())
+    except UserError:
+        return os.path.realpath(folder)
+
+
+def trained_on(run, data_dir) -> bool:
+    """True when the run was trained on the folder `data_dir` (any folder when None)."""
+    return data_dir is None or _data_root(run.settings.get("data_dir", "")) == _data_root(data_dir)
+
+
+def best_run(runs, data_dir=None) -> dict | None:
+    """The finished run with the highest AUC on the official test split (accuracy breaks ties), among
+    those trained on `data_dir` (any folder when None): the Home page's result and `info`'s "best_run".
+
+    AUC, because it does not depend on the threshold, which swings between runs. None when no finished
+    run has official figures. The dict: run, model, label, synthetic, source, where, n, threshold, the
+    METRICS and their ci95.
+    """
+    candidates = []
+    for run in runs:
+        if run.state != FINISHED or not trained_on(run, data_dir):
+            continue
+        evaluation = official_evaluation(run)
+        if evaluation and evaluation.get("auc") is not None:
+            candidates.append((run, evaluation))
+    if not candidates:
+        return None
+    run, evaluation = max(candidates, key=lambda pair: (pair[1]["auc"], pair[1].get("accuracy") or 0.0))
+    return {"run": run.run_id, "model": run.model, "label": run_label(run),
+            "synthetic": bool(run.status.get("synthetic")), "source": evaluation["source"],
+            "where": evaluation["where"], "n": evaluation.get("n"), "threshold": evaluation.get("threshold"),
+            **{m: evaluation.get(m) for m in METRICS}, "ci95": evaluation.get("ci95") or {}}

@@ -1,9 +1,9 @@
-"""The benchmarks run end to end on a tiny demo set and write what the README's tables are made of.
+"""The benchmarks run end to end on a tiny demo set and write what the docs' tables are made of.
 
 Each benchmark runs as a person runs it (`python benchmarks/x.py ...`, a child process), with
 one-epoch overrides so that it proves the plumbing, not the figures. Nothing is written into the
-project: results, run stores and scratch folders go to pytest's temp folders (the README marker
-test works on a copy).
+project: results, run stores and scratch folders go to pytest's temp folders (the marker tests
+work on a copy of README.md and docs/, passed as --docs-root).
 """
 
 from __future__ import annotations
@@ -48,6 +48,21 @@ def between(text: str, name: str) -> str:
     return text.split(f"<!-- {name}:start -->")[1].split(f"<!-- {name}:end -->")[0]
 
 
+def section(root: Path, name: str) -> str:
+    """The generated section `name` of the file it lives in under a documentation root."""
+    return between((Path(root) / common.DOC_SECTIONS[name]).read_text(), name)
+
+
+def docs_copy(tmp_path: Path) -> Path:
+    """README.md and docs/*.md copied into a fresh folder, for --docs-root."""
+    root = tmp_path / "docs_root"
+    (root / "docs").mkdir(parents=True)
+    (root / "README.md").write_text((PROJECT_ROOT / "README.md").read_text())
+    for path in (PROJECT_ROOT / "docs").glob("*.md"):
+        (root / "docs" / path.name).write_text(path.read_text())
+    return root
+
+
 # ---------------------------------------------------------------- shared helpers
 
 
@@ -65,18 +80,19 @@ def test_marker_replacement_changes_only_the_text_between_markers():
         common.replace_between_markers(text + text, "speed", "x")  # two pairs: refuse to guess
 
 
-def test_update_readme_on_a_copy_keeps_the_rest_of_the_real_readme(tmp_path):
-    copy = tmp_path / "README.md"
-    original = (PROJECT_ROOT / "README.md").read_text()
-    copy.write_text(original)
-    common.update_readme("speed", "fresh figures", copy)
-    updated = copy.read_text()
+def test_update_docs_on_a_copy_keeps_the_rest_of_each_file(tmp_path):
+    root = docs_copy(tmp_path)
+    original = (root / "docs" / "performance.md").read_text()
+    assert common.update_docs({"speed": "fresh figures"}, root) == [root / "docs" / "performance.md"]
+    updated = (root / "docs" / "performance.md").read_text()
     assert between(updated, "speed").strip() == "fresh figures"
-    assert between(updated, "quality") == between(original, "quality")
+    assert between(updated, "classroom") == between(original, "classroom")
     assert updated.replace(between(updated, "speed"), "") == original.replace(between(original, "speed"), "")
-    copy.chmod(0o644)
-    common.update_readme("speed", "again", copy)
-    assert copy.stat().st_mode & 0o777 == 0o644  # the atomic rewrite keeps the file's permissions
+    (root / "docs" / "performance.md").chmod(0o644)
+    common.update_docs({"speed": "again"}, root)
+    assert (root / "docs" / "performance.md").stat().st_mode & 0o777 == 0o644  # the rewrite keeps permissions
+    for name, relative in common.DOC_SECTIONS.items():  # every benchmark's section is in the real docs once
+        assert (PROJECT_ROOT / relative).read_text().count(f"<!-- {name}:start -->") == 1, relative
 
 
 def test_markdown_table_escapes_pipes_and_formats_numbers():
@@ -125,17 +141,36 @@ def test_provenance_names_the_commit_and_paths_from_the_project(tmp_path):
     assert common.git_state(repo)["dirty"] is False
     (repo / "b.txt").write_text("b\n")
     assert common.git_state(repo)["dirty"] is True  # untracked files count
-    assert common.commit_label({"commit": head, "dirty": True}) == head[:10] + " (dirty)"
+    assert common.commit_label({"commit": head, "dirty": True}) == head[:10]  # the docs never say "dirty"
     assert common.commit_label(None) == "not recorded"
     assert common.project_relative(PROJECT_ROOT.parent / "shared" / "data") == os.path.join("..", "shared", "data")
+
+
+# ---------------------------------------------------------------- classroom (the report; the run is test_classroom.py)
+
+
+def test_classroom_report_says_what_a_view_costs_the_server_and_whose_each_figure_is():
+    import classroom_report
+
+    walks = [{"steps": {"Home": 1.0, "Dataset": 2.0}}, {"steps": {"Home": 1.5}}]
+    cost = classroom_report.server_cost({}, walks, cpu_s=1.5, cores=2)
+    assert cost == {"page_views": 3, "server_cpu_s_per_view": 0.5, "capacity_views_per_s_per_core": 2.0,
+                    "capacity_views_per_s_machine": 4.0}
+    assert classroom_report.server_cost({}, [], cpu_s=1.0, cores=2)["server_cpu_s_per_view"] is None
+    result = {"sessions": 2, "errors": 0, "p50_s": 1.2, "p95_s": 2.0, "per_step": {"Home": {"p50_s": 1.2}},
+              "server_cpu_s": 1.5, "peak_rss_mb": 300.0, "date": "2026-11-30 10:00:00 UTC", "git": {"commit": "a" * 40},
+              "machine": "a CPU, 2 cores", "command": "python benchmarks/classroom.py --sessions 2", **cost}
+    text = classroom_report.render(result)
+    assert "| server CPU seconds per page view | 0.50 s (1.5 s for 3 views) | server |" in text
+    assert "| implied capacity: page views per second per core | 2.00 | server |" in text
+    assert "clients (browser rendering included)" in text and text.startswith("Measured on 2026-11-30 at commit aaaaaaaaaa")
 
 
 # ---------------------------------------------------------------- quality
 
 
 def test_quality_benchmark_end_to_end_then_reuse(bench_data, tmp_path):
-    runs, out, readme = tmp_path / "runs", tmp_path / "results", tmp_path / "README.md"
-    readme.write_text((PROJECT_ROOT / "README.md").read_text())
+    runs, out, root = tmp_path / "runs", tmp_path / "results", docs_copy(tmp_path)
     from cxr_core.demo import write_demo_dataset
 
     shifted = write_demo_dataset(tmp_path / "shifted", n_normal=8, n_pneumonia=8, seed=11, image_size=64)
@@ -169,25 +204,30 @@ def test_quality_benchmark_end_to_end_then_reuse(bench_data, tmp_path):
     assert markdown.index("On the official test split") < markdown.index("On the test split carved from train")
     assert str(PROJECT_ROOT.parent) not in markdown
 
-    # --reuse: the finished runs are picked up, nothing is trained again; the README copy gets the table.
-    again = run_script("quality.py", *common_args, "--reuse", "--update-readme", "--readme", readme, timeout=600)
+    # --reuse: the finished runs are picked up, nothing is trained again; the docs copy gets the tables.
+    again = run_script("quality.py", *common_args, "--reuse", "--update-docs", "--docs-root", root, timeout=600)
     assert again.stdout.count("reusing finished run") == len(MODELS)
     reused = json.loads((out / "quality.json").read_text())
     assert [r["run"] for r in reused["rows"]] == [r["run"] for r in result["rows"]]
-    section = between(readme.read_text(), "quality")
-    assert "| baseline_cnn |" in section and "Generated by `python benchmarks/quality.py" in section
-    assert between(readme.read_text(), "speed") == between((PROJECT_ROOT / "README.md").read_text(), "speed")
+    full = section(root, "quality")
+    assert "| baseline_cnn |" in full and "by `python benchmarks/quality.py" in full and "dirty" not in full
+    small = section(root, "results")
+    assert "| ours: baseline_cnn |" in small and "| published: Seed study: regularized CNN |" in small
+    assert section(root, "ablation") == section(PROJECT_ROOT, "ablation")
+    # --render: the tables again from quality.json alone (nothing trained), with the alias of --update-docs.
+    (root / "README.md").write_text((PROJECT_ROOT / "README.md").read_text())
+    run_script("quality.py", "--render", "--out", out, "--update-readme", "--docs-root", root)
+    assert section(root, "results") == small
 
 
 def test_ablation_runs_each_recipe_per_seed_and_reports_the_spread(bench_data, tmp_path):
     from cxr_core.demo import write_demo_dataset
 
     shifted = write_demo_dataset(tmp_path / "shifted", n_normal=8, n_pneumonia=8, seed=12, image_size=64)
-    out, readme = tmp_path / "results", tmp_path / "README.md"
-    readme.write_text((PROJECT_ROOT / "README.md").read_text())
+    out, root = tmp_path / "results", docs_copy(tmp_path)
     run_script("ablation.py", "--data", bench_data, "--test-data", shifted, "--recipes", "defaults",
                "--seeds", "1,2", "--epochs", 1, "--runs", tmp_path / "runs", "--out", out, "--quiet",
-               "--update-readme", "--readme", readme)
+               "--update-docs", "--docs-root", root)
     result = json.loads((out / "ablation.json").read_text())
     runs = result["runs"]
     assert [(r["recipe"], r["seed"]) for r in runs] == [("defaults", 1), ("defaults", 2)]
@@ -195,8 +235,9 @@ def test_ablation_runs_each_recipe_per_seed_and_reports_the_spread(bench_data, t
     accuracies = [r["test_accuracy"] for r in runs]
     assert summary["test_accuracy"] == pytest.approx((sum(accuracies) / 2, min(accuracies), max(accuracies)))
     assert summary["seeds"] == [1, 2] and result["git"]["commit"]
-    section = between(readme.read_text(), "ablation")
-    assert "| `defaults` |" in section and "chosen while looking at this test folder" in section
+    ablation = section(root, "ablation")
+    assert "| `defaults` |" in ablation and "chosen while looking at this test folder" in ablation
+    assert section(root, "quality") == section(PROJECT_ROOT, "quality")
 
 
 def test_quality_weights_plan_never_calls_random_init_pretrained(monkeypatch):
@@ -270,11 +311,10 @@ def test_speed_pipeline_predict_scale(bench_data, tmp_path):
 
 
 def test_speed_training_and_memory(bench_data, fake_app, tmp_path):
-    out, readme = tmp_path / "results", tmp_path / "README.md"
-    readme.write_text((PROJECT_ROOT / "README.md").read_text())
+    out, root = tmp_path / "results", docs_copy(tmp_path)
     run_script("speed.py", "--data", bench_data, "--test-data", bench_data, "--only", "training,memory", "--epochs", 2,
                "--repeats", 1, "--app", fake_app, "--out", out, "--work", tmp_path / "work", "--quiet",
-               "--update-readme", "--readme", readme, timeout=600)
+               "--update-docs", "--docs-root", root, timeout=600)
     sections = json.loads((out / "speed.json").read_text())["sections"]
     training = sections["training"]
     assert "error" not in training, training
@@ -300,10 +340,10 @@ def test_speed_training_and_memory(bench_data, fake_app, tmp_path):
     memory = sections["memory"]
     assert memory["training"]["peak_rss_mib"] == runs["ours"]["peak_rss_mib"] > 100
     assert 0 < memory["dashboard"]["peak_rss_mib"] < 8192
-    section = between(readme.read_text(), "speed")
-    assert "time to quality, ours / seed regularized recipe, 1 repeat(s)" in section and "training peak memory" in section
-    assert "| seed baseline CNN |" in section and "dev scoring (excluded)" in section
-    assert between(readme.read_text(), "quality") == between((PROJECT_ROOT / "README.md").read_text(), "quality")
+    speed = section(root, "speed")
+    assert "time to quality, ours / seed regularized recipe, 1 repeat(s)" in speed and "training peak memory" in speed
+    assert "| seed baseline CNN |" in speed and "dev scoring (excluded)" in speed
+    assert section(root, "classroom") == section(PROJECT_ROOT, "classroom")
 
 
 def test_speed_pages_with_ten_runs(bench_data, fake_app, tmp_path):

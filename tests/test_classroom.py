@@ -30,3 +30,7 @@ def test_five_students_at_once_while_a_model_trains():
     assert {step: values["n"] for step, values in result["per_step"].items()} == {
         "Home": 5, "Dataset": 5, "Compare": 5, "Predict": 5, "Predict upload": 5}
     assert result["peak_rss_mb"] > 0 and result["training_under_load_batches_per_s"] is not None
+    # The server's own cost, apart from the browsers': CPU seconds per page view and the capacity it implies.
+    assert result["page_views"] == 25
+    assert result["server_cpu_s_per_view"] == pytest.approx(result["server_cpu_s"] / 25, abs=0.01)
+    assert result["capacity_views_per_s_per_core"] == pytest.approx(1 / result["server_cpu_s_per_view"], rel=0.02)

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 
-from .common import data_arg
+from .common import data_arg, store_of
+
+
+def best_run_line(best: dict | None) -> str:
+    """`info`'s line about the best finished run, as the Home page shows it."""
+    if best is None:
+        return "best run: none finished and scored on the official test split yet (train one: python -m cxr_core train --model regularized_cnn)"
+    figures = ", ".join(f"{m} {best[m]:.3f}" for m in ("accuracy", "sensitivity", "specificity", "auc")
+                        if best.get(m) is not None)
+    return (f"best run: {best['run']} ({best['model']}) on the official test split ({best['where']}, {best['n']} images): "
+            + figures + ("  (SYNTHETIC demo data)" if best["synthetic"] else ""))
 
 
 def cmd_info(args) -> int:
-    from .. import data, explore
+    from .. import data, explore, run_tables
 
-    scan = data.scan_folder(data_arg(args.data))
+    data_dir = data_arg(args.data)
+    scan = data.scan_folder(data_dir)
     split = data.assign_splits(scan.manifest, seed=args.seed)
     summary = data.split_summary(split)
     info = {
@@ -19,6 +30,8 @@ def cmd_info(args) -> int:
         "patient_overlap": data.patient_overlap(split),
         "leakage": data.leakage_report(split),
         "seed": args.seed,
+        # The Home page's result: the best finished run trained on this folder, by official-split AUC.
+        "best_run": run_tables.best_run(store_of(args).list(), data_dir),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -33,6 +46,7 @@ def cmd_info(args) -> int:
     print(summary.to_string(index=False))
     for level, sentence in explore.leakage_findings(info["leakage"], explore.naive_split_leakage(scan.manifest)):
         print(f"{level}: {sentence}" if level == "error" else sentence)  # what the Dataset page shows
+    print(best_run_line(info["best_run"]))
     return 0
 
 
@@ -84,17 +98,18 @@ def cmd_download(args) -> int:
 
 def register(add, runs, as_json) -> None:
     """Add these commands to the parser (cli.parser calls it)."""
-    p = add("info", cmd_info, "describe a data folder and the splits training would use", as_json)
+    p = add("info", cmd_info, "describe a data folder, the splits training would use and the best run on it",
+            runs, as_json)
     p.add_argument("--data", help="Kaggle-layout folder (default: $CXR_DATA_DIR, else the synthetic demo set)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="the seed of the patient-grouped split, as train's")
 
     p = add("explore", cmd_explore, "what the Dataset page shows: balance, patients, leakage, image sizes", as_json)
-    p.add_argument("--data")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--data", help="Kaggle-layout folder (default: $CXR_DATA_DIR, else the synthetic demo set)")
+    p.add_argument("--seed", type=int, default=42, help="the seed of the patient-grouped split, as train's")
     p.add_argument("--sample", type=int, default=300, help="images whose headers are read for sizes")
 
     p = add("demo-data", cmd_demo_data, "write the synthetic demo data set")
-    p.add_argument("--out")
+    p.add_argument("--out", help="write a fresh demo set into this folder (default: the cache's, once)")
 
     p = add("download", cmd_download, "fetch the Kermany data set (CC BY 4.0) in Kaggle layout; prints the CXR_DATA_DIR line last")
     p.add_argument("--source", default="kaggle", help="kaggle (default, with kagglehub), an http(s) URL of a zip, or a local zip")

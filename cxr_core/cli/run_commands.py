@@ -173,20 +173,20 @@ def cmd_cancel(args) -> int:
 def register(add, runs, as_json) -> None:
     """Add these commands to the parser (cli.parser calls it)."""
     p = add("train", cmd_train, "train one model in this process; prints the run id last", runs)
-    p.add_argument("--data")
-    p.add_argument("--model", required=True, choices=registry.names())
+    p.add_argument("--data", help="Kaggle-layout folder (default: $CXR_DATA_DIR, else the synthetic demo set)")
+    p.add_argument("--model", required=True, choices=registry.names(), help="one of the registered models")
     p.add_argument("--recipe", default=registry.Recipe.IMPROVED, choices=tuple(registry.Recipe),
                    help="improved: ours (the default); study: the seed study's recipe (180 px, 10 epochs, "
-                        "constant Adam 1e-3, no early stopping, no class weights, threshold 0.5). Other flags "
-                        "change the recipe's settings")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
+                        "constant Adam 1e-3, no early stopping, no class weights, threshold 0.5); `recipes` lists "
+                        "both. Other flags change the recipe's settings")
+    p.add_argument("--epochs", type=int, help="at most this many epochs (default: the model's recipe)")
+    p.add_argument("--image-size", type=int, metavar="PX", help="side of the square input (default: the model's recipe)")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: the model's recipe)")
+    p.add_argument("--learning-rate", type=float, help="Adam's learning rate (default: the model's recipe)")
     p.add_argument("--weights", help="transfer models: imagenet, none, or a local weights file")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--no-class-weights", action="store_true")
+    p.add_argument("--seed", type=int, help="draws the patient-grouped split and the initial weights (default 42)")
+    p.add_argument("--no-augment", action="store_true", help="train without flip, rotation and zoom augmentation")
+    p.add_argument("--no-class-weights", action="store_true", help="do not weight the classes by inverse frequency")
     p.add_argument("--zoom-in", type=float, help="largest zoom-in of the training augmentation (0.3 = 30%%)")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation AUC (0 = off)")
     p.add_argument("--label-smoothing", type=float, help="soften the 0/1 targets by this much (0 = off)")
@@ -194,11 +194,11 @@ def register(add, runs, as_json) -> None:
                    help="how the threshold is chosen on validation (default: the model's recipe)")
 
     p = add("evaluate", cmd_evaluate, "metrics of a run on a split", runs, as_json)
-    p.add_argument("run")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("run", metavar="RUN", help="a run id, as `runs` lists them")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="which split to score")
     p.add_argument("--data", help="evaluate on another labelled folder (ROOT/test/{NORMAL,PNEUMONIA} or "
                    "ROOT/{NORMAL,PNEUMONIA}); stored beside the run's own evaluation")
-    p.add_argument("--recompute", action="store_true")
+    p.add_argument("--recompute", action="store_true", help="score again instead of printing the stored result")
     p.add_argument("--occlude", choices=("lungs", "outside"),
                    help="shortcut test: black out the lung fields (a fixed central box), or all but them; "
                         "stored apart from the plain evaluation")
@@ -209,8 +209,8 @@ def register(add, runs, as_json) -> None:
                         "folder; stored as its own evaluation")
 
     p = add("predict", cmd_predict, "predict image files (JPEG, PNG, DICOM, ...)", runs, as_json)
-    p.add_argument("run")
-    p.add_argument("files", nargs="+")
+    p.add_argument("run", metavar="RUN", help="a run id, as `runs` lists them")
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files: JPEG, PNG, DICOM and others Pillow reads")
     p.add_argument("--heatmap", metavar="OUT.png", help="write the Grad-CAM overlay of the one FILE to this PNG")
     p.add_argument("--randomized", action="store_true",
                    help="the heat map of a copy of the model with random weights (Adebayo et al.'s sanity check)")
@@ -224,4 +224,4 @@ def register(add, runs, as_json) -> None:
     p = add("worker", cmd_worker, "train queued runs until none are left", runs)
 
     p = add("cancel", cmd_cancel, "stop a queued or running run", runs)
-    p.add_argument("run")
+    p.add_argument("run", metavar="RUN", help="a run id, as `runs` lists them")

@@ -103,23 +103,23 @@ def cmd_report(args) -> int:
 def register(add, runs, as_json) -> None:
     """Add these commands to the parser (cli.parser calls it)."""
     p = add("compare", cmd_compare, "what the Compare page shows: metrics with intervals, McNemar for two runs", runs, as_json)
-    p.add_argument("runs_to_compare", nargs="+", metavar="RUN")
-    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("runs_to_compare", nargs="+", metavar="RUN", help="run ids, as `runs` lists them")
+    p.add_argument("--split", default="test", choices=("val", "test"), help="which split's evaluation")
     p.add_argument("--on", default=OWN, metavar="SOURCE",
                    help="which evaluation: own (each run's own split, the default) or a folder key from `runs --json`")
 
     p = add("calibration", cmd_calibration, "ECE, Brier, reliability bins and a temperature fitted on validation", runs, as_json)
-    p.add_argument("run")
-    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("run", metavar="RUN", help="a run id, as `runs` lists them")
+    p.add_argument("--split", default="test", choices=("val", "test"), help="which split's predictions")
     p.add_argument("--data", help="score this labelled folder first (as evaluate --data) and report on it")
 
     p = add("lesson", cmd_lesson, "the Lesson page's numbers for a data set and its runs, as JSON", runs)
-    p.add_argument("--data")
+    p.add_argument("--data", help="Kaggle-layout folder (default: $CXR_DATA_DIR, else the synthetic demo set)")
     p.add_argument("--prevalence", type=float, default=0.05, help="for PPV and NPV (default 0.05)")
 
     p = add("report", cmd_report, "one self-contained HTML report on runs (opens offline)", runs)
-    p.add_argument("runs_to_report", nargs="+", metavar="RUN")
-    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("runs_to_report", nargs="+", metavar="RUN", help="run ids, as `runs` lists them")
+    p.add_argument("--split", default="test", choices=("val", "test"), help="which split's evaluation")
     p.add_argument("--on", default=OWN, metavar="SOURCE", help="which evaluation: own or a folder key from `runs --json`")
     p.add_argument("--out", required=True, help="the HTML file to write")
 
