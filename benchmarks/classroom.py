@@ -44,7 +44,7 @@ import classroom_report  # noqa: E402
 import common  # noqa: E402  benchmarks/common.py (puts the project on sys.path)
 
 from cxr_core import jobs  # noqa: E402
-from cxr_core.config import default_settings  # noqa: E402
+from cxr_core.registry import default_settings  # noqa: E402
 from cxr_core.store import RunStore  # noqa: E402
 
 # Heading that proves each page's own script has rendered, keyed by the sidebar label.

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import pytest
 
 from cxr_core import jobs, lesson
-from cxr_core.config import default_settings
+from cxr_core.registry import default_settings
 from cxr_core.store import RunState, RunStore
 
 from conftest import PROJECT_ROOT

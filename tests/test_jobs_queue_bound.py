@@ -12,7 +12,8 @@ import types
 import pytest
 
 from cxr_core import config, jobs
-from cxr_core.config import UserError, default_settings
+from cxr_core.config import UserError
+from cxr_core.registry import default_settings
 from cxr_core.store import RunState, RunStore
 
 

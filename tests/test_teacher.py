@@ -23,7 +23,8 @@ from streamlit.runtime.secrets import Secrets
 from streamlit.testing.v1 import AppTest
 
 from cxr_core import jobs
-from cxr_core.config import MODEL_NAMES, UserError, default_settings
+from cxr_core.config import UserError
+from cxr_core.registry import STUDY_MODELS as MODEL_NAMES, default_settings
 from cxr_core.store import RunState, RunStore
 from ui import teacher
 
