@@ -31,10 +31,13 @@ def cli(*args, timeout: float = 180) -> subprocess.CompletedProcess:
 def private_dirs(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     runs = tmp_path_factory.mktemp("runs")
-    old = {k: os.environ.get(k) for k in ("CXR_CACHE_DIR", "CXR_RUNS_DIR", "CXR_DATA_DIR")}
+    # A developer's shell may set the teacher key or a queue bound: the suite starts from neither.
+    old = {k: os.environ.get(k) for k in ("CXR_CACHE_DIR", "CXR_RUNS_DIR", "CXR_DATA_DIR", "CXR_TEACHER_KEY",
+                                          "CXR_MAX_QUEUED")}
     os.environ["CXR_CACHE_DIR"] = str(cache)
     os.environ["CXR_RUNS_DIR"] = str(runs)
-    os.environ.pop("CXR_DATA_DIR", None)
+    for key in ("CXR_DATA_DIR", "CXR_TEACHER_KEY", "CXR_MAX_QUEUED"):
+        os.environ.pop(key, None)
     yield {"cache": cache, "runs": runs}
     for key, value in old.items():
         if value is None:
