@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 import common
-from quality_report import OFFLINE, metric_cell, render, render_readme
+from quality_report import OFFLINE, metric_cell, render
 from cxr_core import evaluate, reference
 from cxr_core.config import METRICS, UserError
 from cxr_core import registry
@@ -349,7 +349,7 @@ def publish(result: dict, args) -> None:
     body = render(result)
     print("\n" + body)
     if args.update_docs:
-        for path in common.update_docs({"quality": body, "results": render_readme(result)}, args.docs_root):
+        for path in common.update_docs({"quality": body}, args.docs_root):
             print(f"updated {path}")
     print(f"\nwrote {args.out / 'quality.json'} and {args.out / 'quality.md'}")
 

@@ -175,7 +175,7 @@ def test_quality_benchmark_end_to_end_then_reuse(bench_data, tmp_path):
 
     shifted = write_demo_dataset(tmp_path / "shifted", n_normal=8, n_pneumonia=8, seed=11, image_size=64)
     n_shifted = len(list((shifted / "test").rglob("*.jpeg")))
-    common_args = ["--data", bench_data, "--test-data", shifted, "--models", ",".join(MODELS), "--runs", runs,
+    common_args = ["--data", bench_data, "--test-data", shifted, "--models", ",".join(MODELS), "--recipes", "improved", "--runs", runs,
                    "--out", out, "--quiet", *[a for m in MODELS for a in ("--epochs-override", f"{m}=1")]]
     run_script("quality.py", *common_args, timeout=600)
     result = json.loads((out / "quality.json").read_text())
@@ -211,13 +211,11 @@ def test_quality_benchmark_end_to_end_then_reuse(bench_data, tmp_path):
     assert [r["run"] for r in reused["rows"]] == [r["run"] for r in result["rows"]]
     full = section(root, "quality")
     assert "| baseline_cnn |" in full and "by `python benchmarks/quality.py" in full and "dirty" not in full
-    small = section(root, "results")
-    assert "| ours: baseline_cnn |" in small and "| published: Seed study: regularized CNN |" in small
     assert section(root, "ablation") == section(PROJECT_ROOT, "ablation")
+    assert section(root, "results") == section(PROJECT_ROOT, "results")  # the README's table is the ablation's
     # --render: the tables again from quality.json alone (nothing trained), with the alias of --update-docs.
-    (root / "README.md").write_text((PROJECT_ROOT / "README.md").read_text())
     run_script("quality.py", "--render", "--out", out, "--update-readme", "--docs-root", root)
-    assert section(root, "results") == small
+    assert section(root, "quality") == full
 
 
 def test_ablation_runs_each_recipe_per_seed_and_reports_the_spread(bench_data, tmp_path):
@@ -237,7 +235,18 @@ def test_ablation_runs_each_recipe_per_seed_and_reports_the_spread(bench_data, t
     assert summary["seeds"] == [1, 2] and result["git"]["commit"]
     ablation = section(root, "ablation")
     assert "| `defaults` |" in ablation and "chosen while looking at this test folder" in ablation
+    assert "| `defaults` | fixed 0.5 | 0.500 |" in ablation  # the threshold rules on the same runs
+    rules = {row["rule"]: row for row in runs[0]["rules"]}
+    assert rules["fixed 0.5"]["threshold"] == 0.5 and set(rules) == set(ablation_module().RULES)
     assert section(root, "quality") == section(PROJECT_ROOT, "quality")
+    small = section(root, "results")
+    assert "| ours: regularized_cnn, our recipe (2 seeds) |" in small and "| published: Seed study: regularized CNN |" in small
+
+
+def ablation_module():
+    import ablation
+
+    return ablation
 
 
 def test_quality_weights_plan_never_calls_random_init_pretrained(monkeypatch):
