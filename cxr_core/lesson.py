@@ -152,7 +152,7 @@ def active_runs(store, data_dir) -> dict:
             if run.state in ("queued", "running") and _same_folder(run.settings.get("data_dir"), data_dir)}
 
 
-_COLUMNS = ("n", *HEADLINE_METRICS)
+_COLUMNS = ("n", "threshold", *HEADLINE_METRICS)
 
 
 def _row(label: str, evaluation: dict) -> dict:

@@ -192,6 +192,10 @@ def shift(ctx: Context) -> None:
         return
     table = lesson.shift_rows(run)
     metrics_table(table)
+    st.caption("Each row is scored at the run's threshold from validation, except rows that say \"threshold from "
+               "folder\": there the threshold was set on a small labelled sample of that site's own images "
+               "(`python -m cxr_core evaluate RUN --data SITE --threshold-from SAMPLE`), as a hospital recalibrates "
+               "a model it adopts. The ranking (AUC) is the same; the operating point fits the site.")
     if len(table) > 1:
         long = table.melt(id_vars="scored on", value_vars=list(HEADLINE_METRICS))
         st.plotly_chart(px.bar(long, x="variable", y="value", color="scored on", barmode="group", height=320,
