@@ -269,7 +269,8 @@ def test_launch_queues_a_run_which_can_be_removed_and_deleted(empty_store, demo_
     assert "No runs yet" in shown(at)
 
 
-def test_the_study_lineup_queues_all_five_models(empty_store, demo_data, no_worker):
+def test_the_study_lineup_queues_all_five_models(empty_store, demo_data, no_worker, monkeypatch):
+    monkeypatch.setenv("CXR_MAX_QUEUED", "10")  # room for the lineup under both recipes
     at = open_app(TRAIN)
     widget(at.button, "Train the study's lineup").click().run()
     assert_clean(at)

@@ -136,6 +136,8 @@ def validation_trap(ctx: Context) -> None:
 
 
 def _confusion_row(runs: dict, models, key: str) -> None:
+    if not models:
+        return
     for col, model in zip(st.columns(len(models)), models):
         run = runs.get(model)
         evaluation = run.evaluation("test") if run else None
