@@ -38,21 +38,32 @@ def _output_shape(layer):
         return None
 
 
+# A map of 2x2 says "left or right" and little more: where a later map would be smaller than this,
+# the last one at least this large is used (at 64 px: the last convolution before its pooling).
+MIN_MAP_SIDE = 4
+
+
 def last_conv_layer_name(model) -> str:
-    """The last layer at or after the first convolution whose output is a (batch, h, w, c) map with h, w > 1.
+    """The last layer at or after the first convolution whose output is a (batch, h, w, c) map with
+    h, w >= MIN_MAP_SIDE, else the last with h, w > 1.
 
     That is the last convolution's (activated, pooled or normalised) output,
     the finest-grained spatial evidence before global pooling or Flatten
     throws position away. Layers before the first convolution (rescaling,
     augmentation) are 4-D too but hold raw pixels, not learned features.
     """
-    seen_conv, name = False, None
+    seen_conv, name, large = False, None, None
     for layer in model.layers:
         seen_conv = seen_conv or isinstance(layer, _CONV_TYPES)
         shape = _output_shape(layer)
         if seen_conv and shape is not None and len(shape) == 4 and all(
                 s is None or s > 1 for s in shape[1:3]):
             name = layer.name
+            # A zero-padded map holds a border that is no evidence; the map it pads is the same evidence.
+            if all(s is None or s >= MIN_MAP_SIDE for s in shape[1:3]) and not isinstance(
+                    layer, keras.layers.ZeroPadding2D):
+                large = layer.name
+    name = large or name
     if name is None:
         raise ValueError(
             f"model {model.name!r} has no convolutional feature map with spatial size above 1 "

@@ -167,7 +167,7 @@ register(ModelSpec(
     "point: it fits the training images very well and shows what overfitting to one hospital's images looks "
     "like on new ones.",
     builder="cxr_core.models:baseline_cnn", study_builder="cxr_core.models:study_baseline_cnn",
-    improved=dict(epochs=8, augment=False), study=dict(augment=False)))
+    improved=dict(epochs=8, augment=False, image_size=128), study=dict(augment=False)))
 register(ModelSpec(
     "regularized_cnn",
     "A small CNN trained from scratch with the regularisers that made the seed study's best model: random "

@@ -66,6 +66,18 @@ def test_heatmap_has_input_size_and_unit_range(model, shape, dtype):
     assert heatmap.max() == pytest.approx(1.0)  # scaled so the hottest pixel is 1
 
 
+def test_a_map_of_at_least_four_by_four_is_preferred_to_a_smaller_last_one():
+    from cxr_core.models import build_model
+    from cxr_core.registry import default_settings
+
+    settings = default_settings("regularized_cnn")
+    for size, expected in ((64, "block5_relu"), (128, "block5_pool")):
+        settings.image_size = size
+        model = build_model(settings)
+        name = explain.last_conv_layer_name(model)
+        assert name == expected and tuple(model.get_layer(name).output.shape[1:3]) == (4, 4)
+
+
 def test_finds_last_conv_layer_of_small_cnn(model):
     assert explain.last_conv_layer_name(model) == "conv_last"
     heatmap = explain.gradcam(model, noise_image(), layer_name="conv_a")
@@ -73,8 +85,8 @@ def test_finds_last_conv_layer_of_small_cnn(model):
 
 
 def test_gradcam_through_flat_mobilenetv2(mobilenet):
-    # The last map before pooling is MobileNetV2's activated 1x1 conv, 2x2 at 64 px.
-    assert explain.last_conv_layer_name(mobilenet) == "out_relu"
+    # At 64 px MobileNetV2's last maps are 2x2: the last 4x4 map (block 13's expansion) is used instead.
+    assert explain.last_conv_layer_name(mobilenet) == "block_13_expand_relu"
     heatmap = explain.gradcam(mobilenet, noise_image(size=64))
     assert_valid_heatmap(heatmap, 64)
     assert heatmap.max() == pytest.approx(1.0)
