@@ -214,7 +214,9 @@ def main(argv=None) -> int:
         result["runs"] = [dict(r, commit=r.get("commit") or common.commit_label(stored.get("git"))) for r in kept]
         result["recipe_flags"] = {**{r["recipe"]: stored["recipe_flags"][r["recipe"]] for r in kept}, **flags}
         result["seeds"] = sorted({*seeds, *(r["seed"] for r in kept)})
-        names = [*dict.fromkeys(r["recipe"] for r in kept), *names]
+        order = list(RECIPES)
+        names = sorted({*names, *(r["recipe"] for r in kept)},
+                       key=lambda n: (order.index(n) if n in order else len(order), n))
 
     def save():
         for name in names:
