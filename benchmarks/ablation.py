@@ -171,6 +171,10 @@ def render(result: dict) -> str:
         "",
         render_rules(result),
         "",
+        "\"train min\" is each `train` command's wall time, decoding included; rows measured at different times "
+        "shared the machine with different other work, so it is a rough size, not a speed comparison "
+        "(docs/performance.md measures speed).",
+        "",
         "Recipes were chosen while looking at this test folder (the dev half of the official test split), so its "
         "figures are optimistic for the chosen recipe; the other half is withheld and scored independently.",
     ])
