@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import PROJECT_ROOT, TrainSettings, UserError
+from .config import PROJECT_ROOT, TrainSettings, UserError, worker_niceness
 from .quiet import import_tensorflow
 from .store import ACTIVE_STATES, RunState, RunStore, atomic_write_json, read_json
 
@@ -189,10 +189,8 @@ def work(store: RunStore, echo=print) -> list[str]:
 
                 run_id = waiting[0].run_id
                 echo(f"training {run_id}")
-                state = run_one(run_id, store, echo)
+                run_one(run_id, store, echo)
                 trained.append(run_id)
-                if state == RunState.CANCELLED and os.environ.get("CXR_WORKER_STOP_ON_CANCEL", "0") == "1":
-                    return trained
         finally:
             handle.close()
         # A run submitted after our last look, while we still held the lock, found
@@ -212,7 +210,7 @@ def yield_to_the_dashboard(niceness: int | None = None) -> None:
     competes as one group whatever its tasks' nice values: the group's own nice value
     (/proc/self/autogroup) is what yields to the server. CXR_WORKER_NICE=0 turns this off.
     """
-    niceness = int(os.environ.get("CXR_WORKER_NICE", "10")) if niceness is None else niceness
+    niceness = worker_niceness() if niceness is None else niceness
     if niceness <= 0:
         return
     try:
@@ -232,10 +230,9 @@ def spawn_worker(store: RunStore) -> subprocess.Popen | None:
         return None
     command = [sys.executable, "-m", "cxr_core", "worker", "--runs", str(store.root)]
     # A new session: the worker outlives a Streamlit rerun or a server restart.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
     with open(store.root / "worker.log", "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=PROJECT_ROOT, env=env, start_new_session=True)
+                                cwd=PROJECT_ROOT, start_new_session=True)
 
 
 def submit(settings: TrainSettings, data_dir, store: RunStore | None = None, *, start: bool = True) -> str:

@@ -15,10 +15,8 @@ import time
 
 import pytest
 
-from conftest import PROJECT_ROOT
-
-sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-import common  # noqa: E402  the benchmarks' way to start a dashboard for Chromium, shared
+import common  # benchmarks/common.py: the benchmarks' way to start a dashboard for Chromium, shared
+from cxr_core.config import PROJECT_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -34,7 +32,7 @@ def server(tiny_run, tmp_path_factory):
     cache = tmp_path_factory.mktemp("browser_cache")
     log = tmp_path_factory.mktemp("browser_log") / "streamlit.log"
     port = common.free_port()
-    env = dict(os.environ, CXR_RUNS_DIR=str(store.root), CXR_CACHE_DIR=str(cache), TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, CXR_RUNS_DIR=str(store.root), CXR_CACHE_DIR=str(cache))
     env.pop("CXR_DATA_DIR", None)  # the default: the synthetic demo set, generated into the private cache
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",

@@ -18,8 +18,6 @@ from cxr_core import jobs
 from cxr_core.config import UserError, default_settings
 from cxr_core.store import RunStore
 
-from conftest import PROJECT_ROOT, cli
-
 
 def tiny_settings(epochs: int):
     settings = default_settings("baseline_cnn")
@@ -72,7 +70,7 @@ def busy(demo_dir, tmp_path_factory):
         stop(worker)
 
 
-def test_second_launch_is_refused_while_a_job_runs(busy, demo_dir):
+def test_second_launch_is_refused_while_a_job_runs(busy, demo_dir, cli):
     store, run_id, worker = busy
     before = sorted(p.name for p in store.root.iterdir())
     assert jobs.worker_running(store)
@@ -128,7 +126,7 @@ def test_sigterm_before_the_first_epoch_cancels_and_the_worker_goes_on(demo_dir,
         stop(worker)
 
 
-def test_sigkill_leaves_an_interrupted_run_and_a_free_lock(demo_dir, tmp_path):
+def test_sigkill_leaves_an_interrupted_run_and_a_free_lock(demo_dir, tmp_path, cli):
     store = RunStore(tmp_path)
     run_id = jobs.submit(tiny_settings(epochs=400), demo_dir, store, start=False)
     worker = jobs.spawn_worker(store)
@@ -150,13 +148,13 @@ def test_sigkill_leaves_an_interrupted_run_and_a_free_lock(demo_dir, tmp_path):
     assert store.get(run_id).state == "interrupted"  # an interrupted run is not retried behind one's back
 
 
-def test_queued_runs_train_one_at_a_time_and_are_never_stranded(demo_dir, tmp_path):
+def test_queued_runs_train_one_at_a_time_and_are_never_stranded(demo_dir, tmp_path, project_root):
     """Runs submitted (as the dashboard does) while a CLI train holds the lock start no worker
     of their own; when the CLI run ends they are trained, one after another, by one worker."""
     store = RunStore(tmp_path)
     train = subprocess.Popen([sys.executable, "-m", "cxr_core", "train", "--data", str(demo_dir), "--model", "baseline_cnn",
                               "--epochs", "2", "--image-size", "48", "--no-augment", "--runs", str(store.root)],
-                             cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=project_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         cli_run = wait_for(lambda: [r.run_id for r in store.list() if r.state == "running"], 90, "the CLI run")[0]
         ids = [jobs.submit(tiny_settings(epochs=1), demo_dir, store) for _ in range(3)]

@@ -25,10 +25,8 @@ from streamlit.testing.v1 import AppTest
 
 from cxr_core import calibration, data, evaluate, explore, inference, jobs, lesson, run_tables
 from cxr_core.config import MODEL_NAMES, default_settings
-from cxr_core.config import DESCRIPTIONS
+from cxr_core.config import DESCRIPTIONS, PROJECT_ROOT
 from cxr_core.store import RunStore
-
-from conftest import PROJECT_ROOT
 
 APP = PROJECT_ROOT / "app.py"
 DATASET, TRAIN, COMPARE, PREDICT, LESSON = (f"pages/{name}.py" for name in
