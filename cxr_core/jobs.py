@@ -23,13 +23,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from .config import PROJECT_ROOT, TrainSettings, UserError, worker_niceness
 from .quiet import import_tensorflow
-from .store import ACTIVE_STATES, RunState, RunStore, atomic_write_json, read_json
+from .store import ACTIVE_STATES, RunState, RunStore, atomic_write_json, pid_alive, process_record, read_json
 
 LOCK_NAME = ".worker.lock"
 EVALUATIONS = ".evaluations"
@@ -115,8 +116,6 @@ def submit_evaluation(run_id: str, data_dir, store: RunStore | None = None, *, s
 
 def evaluation_requests(store: RunStore) -> list[dict]:
     """Every evaluation request, oldest first; a running one whose worker died reads 'interrupted'."""
-    from .store import pid_alive
-
     folder = store.root / EVALUATIONS
     requests = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -126,7 +125,7 @@ def evaluation_requests(store: RunStore) -> list[dict]:
             continue
         if not isinstance(request, dict) or "run" not in request:
             continue
-        if request.get("state") == RunState.RUNNING and not pid_alive(request.get("pid")):
+        if request.get("state") == RunState.RUNNING and not pid_alive(request.get("pid"), request.get("pid_start")):
             request["state"] = RunState.INTERRUPTED
         requests.append(request)
     return sorted(requests, key=lambda r: r.get("created", 0))
@@ -145,7 +144,7 @@ def run_evaluation(request: dict, store: RunStore, echo=print) -> str:
     """Score one queued evaluation request in this process; returns its final state."""
     from .inference import evaluate_run
 
-    _update_request(store, request, state=RunState.RUNNING, pid=os.getpid())
+    _update_request(store, request, state=RunState.RUNNING, **process_record(os.getpid()))
     echo(f"evaluating {request['run']} on {request['data_dir']}")
     try:
         result = evaluate_run(request["run"], request["split"], store, request["data_dir"],
@@ -231,8 +230,11 @@ def spawn_worker(store: RunStore) -> subprocess.Popen | None:
     command = [sys.executable, "-m", "cxr_core", "worker", "--runs", str(store.root)]
     # A new session: the worker outlives a Streamlit rerun or a server restart.
     with open(store.root / "worker.log", "ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=PROJECT_ROOT, start_new_session=True)
+        worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  cwd=PROJECT_ROOT, start_new_session=True)
+    # Its exit status is read as soon as it ends; unread, it would linger as a zombie beside the server.
+    threading.Thread(target=worker.wait, name=f"reap-worker-{worker.pid}", daemon=True).start()
+    return worker
 
 
 def submit(settings: TrainSettings, data_dir, store: RunStore | None = None, *, start: bool = True) -> str:
@@ -259,7 +261,7 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
             os.kill(int(run.status["pid"]), signal.SIGTERM)
         except ProcessLookupError:
             pass
-        return "stopping"
+        return RunState.STOPPING
     raise UserError(f"run {run_id} is {run.state}, not queued or running; nothing to stop")
 
 

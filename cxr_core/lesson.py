@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .config import HEADLINE_METRICS, MODEL_NAMES
-from .store import OWN, split_source
+from .store import ACTIVE_STATES, OWN, RunState, split_source
 
 SCRATCH = ("baseline_cnn", "regularized_cnn")
 TRANSFER = ("mobilenetv2_frozen", "mobilenetv2_finetune", "densenet121_frozen")
@@ -148,7 +148,7 @@ def study_runs(store, data_dir) -> dict:
 def active_runs(store, data_dir) -> dict:
     """{model: a queued or running run on `data_dir`}: what the lesson is already waiting for."""
     return {run.model: run for run in store.list()
-            if run.state in ("queued", "running") and _same_folder(run.settings.get("data_dir"), data_dir)}
+            if run.state in ACTIVE_STATES and _same_folder(run.settings.get("data_dir"), data_dir)}
 
 
 _COLUMNS = ("n", *HEADLINE_METRICS)
@@ -192,7 +192,7 @@ def transfer_rows(store, data_dir) -> pd.DataFrame:
     for run in store.list():
         if run.model in seen or not _same_folder(run.settings.get("data_dir"), data_dir):
             continue
-        if run.state not in ("done", "failed"):
+        if run.state not in (RunState.DONE, RunState.FAILED):
             continue
         seen.add(run.model)
         weights = run.settings.get("weights", "none")

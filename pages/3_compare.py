@@ -38,7 +38,7 @@ split, source = cols[0].selectbox("Evaluated on", run_tables.evaluation_choices(
                                   format_func=run_tables.evaluation_label, key="compare_on",
                                   help="The run's own splits (carved from its training data) or another labelled "
                                        "folder it was scored on, such as the official test split.")
-ui_runs.score_on_folder([finished[label] for label in chosen], store)
+ui_runs.score_on_folder([finished[label] for label in chosen], store, page="compare")
 runs = {label: finished[label] for label in chosen if finished[label].evaluation(split, source)}
 if len(runs) < len(chosen):
     st.warning(f"Left out (not scored on the {run_tables.evaluation_label((split, source))}): "

@@ -16,7 +16,7 @@ import pytest
 
 from cxr_core import jobs
 from cxr_core.config import UserError, default_settings
-from cxr_core.store import RunStore
+from cxr_core.store import RunState, RunStore
 
 
 def tiny_settings(epochs: int):
@@ -98,7 +98,7 @@ def test_sigterm_cancels_cleanly(busy):
     store, run_id, worker = busy
     other = store.new_run({"model": "baseline_cnn"}, "/data", state="queued")
     jobs.cancel(other.run_id, store)  # a cancelled neighbour that must still list fine
-    assert jobs.cancel(run_id, store) == "stopping"
+    assert jobs.cancel(run_id, store) == RunState.STOPPING == "stopping"
     assert worker.wait(timeout=60) == 0  # the worker ends normally, its queue empty
     run = store.get(run_id)
     assert run.state == "cancelled" and run.status["error"] == "stopped by the user"
@@ -196,3 +196,14 @@ def test_a_stuck_queue_gets_a_worker_and_a_fresh_one_is_left_to_start(demo_dir, 
     with jobs.worker_lock(store):  # a worker holds the lock: nothing to start
         assert jobs.keep_queue_moving(store, now=created + 3600) is False
     assert len(started) == 1
+
+
+def test_a_worker_that_ends_is_reaped_without_anyone_waiting(tmp_path):
+    """The server never waits on the worker it starts: its exit status is read anyway, so no zombie
+    stays behind for as long as the server lives."""
+    store = RunStore(tmp_path / "runs")
+    store.root.mkdir()
+    worker = jobs.spawn_worker(store)  # an empty queue: it exits at once
+    wait_for(lambda: worker.returncode is not None, 60, "the worker to exit and be reaped")
+    assert worker.returncode == 0
+    assert not Path(f"/proc/{worker.pid}").exists() or not os.path.isdir("/proc/self")  # gone, not a zombie

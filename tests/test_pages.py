@@ -280,8 +280,8 @@ def test_the_study_lineup_queues_all_five_models(empty_store, demo_data, no_work
 def test_live_progress_of_a_running_job_and_the_stop_button(empty_store, demo_data, no_worker):
     settings = default_settings("regularized_cnn")
     run = empty_store.new_run(settings.to_dict(), str(demo_data), state="running")
-    # A stand-in for the training process: the store trusts a live pid whose command line names cxr_core.
-    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "cxr_core"],
+    # A stand-in for the training process: set_status records its pid with its start time.
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                            start_new_session=True)
     try:
         empty_store.set_status(run.run_id, pid=job.pid, started=time.time() - 95, epoch=2, batch=3,

@@ -179,7 +179,7 @@ def shift(ctx: Context) -> None:
     else:
         st.info("This run has been scored on its own test split only. Score it on another labelled folder "
                 "(the official test split, configured on the server) to see the shift.")
-    ui_runs.score_on_folder([run], ctx.store)
+    ui_runs.score_on_folder([run], ctx.store, page="lesson")
 
 
 def calibration_step(ctx: Context) -> None:

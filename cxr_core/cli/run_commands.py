@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..config import METRICS, MODEL_NAMES, THRESHOLD_RULES, UserError, default_settings
-from ..store import OWN
+from ..store import OWN, RunState
 from .common import data_arg, store_of, synthetic_note
 
 
@@ -50,7 +50,7 @@ def cmd_train(args) -> int:
     if jobs.queued(store) or jobs.queued_evaluations(store):
         jobs.spawn_worker(store)  # runs queued from the dashboard while this one held the lock
     print(run_id)
-    return 0 if state == "done" else 1
+    return 0 if state == RunState.DONE else 1
 
 
 def cmd_evaluate(args) -> int:
