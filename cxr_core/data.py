@@ -26,9 +26,9 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .config import CLASSES, UserError
+from .images import FILE_SUFFIXES
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
 # The official val split has 16 images: far too few to pick a threshold or stop early on.
 MIN_OFFICIAL_VAL = 100
 MACOS_JUNK = "__MACOSX"
@@ -146,7 +146,7 @@ def scan_folder(path: str | os.PathLike, *, require_train: bool = True) -> Scan:
             if name.startswith("."):
                 skip("hidden file")
             else:
-                skip("image outside NORMAL/ and PNEUMONIA/" if Path(name).suffix.lower() in IMAGE_SUFFIXES
+                skip("image outside NORMAL/ and PNEUMONIA/" if Path(name).suffix.lower() in FILE_SUFFIXES
                      else "not an image file")
 
     # Kaggle's archive puts __MACOSX beside the data, at any level down to the root.
@@ -180,7 +180,7 @@ def scan_folder(path: str | os.PathLike, *, require_train: bool = True) -> Scan:
                     if name.startswith("."):
                         skip("hidden file")
                         continue
-                    if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                    if Path(name).suffix.lower() not in FILE_SUFFIXES:
                         skip("not an image file")
                         continue
                     file_path = Path(folder) / name

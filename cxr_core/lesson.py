@@ -226,24 +226,34 @@ def sanity_maps(model, random_model, pixels: np.ndarray, label: str) -> dict:
     return {"trained": trained, "randomized": randomized, "similarity": explain.map_similarity(trained, randomized)}
 
 
+def validation_and_patients(scan, split: pd.DataFrame) -> dict:
+    """Step 2's numbers: the official val folder's size, the children a random image-level split puts on
+    both sides, the leakage check of the patient-level `split`, and the measured overstatement."""
+    from . import data
+    from .explore import naive_split_leakage
+
+    return {"official_val_images": int((scan.manifest["source_split"] == "val").sum()),
+            "naive_split_children_on_both_sides": naive_split_leakage(scan.manifest),
+            "leakage_check": data.leakage_report(split),
+            "measured": leakage_experiment(scan.manifest)}
+
+
 def summary(scan, split: pd.DataFrame, store, *, prevalence: float = 0.05) -> dict:
     """Every step's numbers that need no TensorFlow, keyed by step: what `python -m cxr_core lesson` prints.
 
     Step 8 (heat maps) is `predict RUN FILE --heatmap OUT.png [--randomized]`.
     """
-    from . import calibration, data
+    from . import calibration
     from .config import UserError
-    from .explore import class_balance, naive_split_leakage
+    from .explore import class_balance
 
     runs = study_runs(store, scan.root)
     records = lambda frame: frame.to_dict(orient="records")  # noqa: E731
+    step_2 = validation_and_patients(scan, split)
+    step_2["measured"] = {k: v for k, v in step_2["measured"].items() if k != "runs"}  # each repeat: the page's chart
     steps = {
         "1_census": records(class_balance(split)),
-        "2_validation_and_patients": {
-            "official_val_images": int((scan.manifest["source_split"] == "val").sum()),
-            "naive_split_children_on_both_sides": naive_split_leakage(scan.manifest),
-            "leakage_check": data.leakage_report(split),
-            "measured": {k: v for k, v in leakage_experiment(scan.manifest).items() if k != "runs"}},
+        "2_validation_and_patients": step_2,
         "3_baseline_vs_regularized": {m: (runs[m].evaluation("test") or {}).get("confusion_matrix")
                                       for m in SCRATCH if m in runs},
     }

@@ -271,7 +271,7 @@ def fit_run(run_path: Path, model, cache, train_rows, val_rows, val_paths, *, se
 
 def _appearance(path, image_size: int) -> dict:
     try:
-        data = images._read_bytes(path)
+        data = images.read_file_bytes(path)
         # Decoded at the model's size, as prediction decodes: a 3000 px film need not be read in full.
         return images.appearance(data, images.decode_image(data, str(path), target_size=image_size))
     except images.ImageDecodeError:

@@ -69,13 +69,15 @@ class _Figures:
 
 def _mistakes(run, evaluation: dict, predictions, limit: int = 4) -> str:
     """The most confident missed pneumonias and false alarms, as small images (what to look at first)."""
-    root = evaluation.get("data_dir") or run.settings.get("data_dir", "")
+    try:
+        root = run_tables.image_root(run, evaluation)
+    except UserError as error:
+        return f"<p>The images cannot be shown: {html.escape(str(error))}</p>"
     cells = []
     for cell in ("FN", "FP"):
         for row in run_tables.confusion_cell(predictions, evaluation["threshold"], cell).head(limit).itertuples():
-            path = row.path if os.path.isabs(row.path) else os.path.join(root, row.path)
             try:
-                url = png_data_url(images.load_for_model(path, 160)[..., 0])
+                url = png_data_url(images.load_for_model(root / row.path, 160)[..., 0])
             except images.ImageDecodeError:
                 continue
             cells.append(f'<figure><img src="{url}" width="160" height="160" alt=""><figcaption>{cell}: '

@@ -5,7 +5,7 @@ runs table (`runs`), Compare's metrics, curves and McNemar test (`compare`).
     metrics_table({label: evaluation})  metrics_text(table)  published_table()
     evaluation_choices(runs)  evaluation_label((split, source))
     same_images(predictions)  align_predictions(pred_a, pred_b)  mcnemar_between(...)
-    confusion_cell(predictions, threshold, "FN")
+    confusion_cell(predictions, threshold, "FN")  image_root(run, evaluation)
 """
 
 from __future__ import annotations
@@ -214,3 +214,11 @@ def confusion_cell(predictions: pd.DataFrame, threshold: float, cell: str) -> pd
     called = (predictions["probability"] >= threshold).astype(int)
     rows = predictions[(predictions["label"] == true_label) & (called == predicted)]
     return rows.sort_values("probability", ascending=predicted == 0).reset_index(drop=True)
+
+
+def image_root(run, evaluation: dict | None = None):
+    """The folder that the image paths of `evaluation`'s predictions are relative to: the folder it was
+    scored on, else the run's own data folder. Raises UserError when that folder is gone."""
+    from .data import resolve_root  # here: listing runs (`python -m cxr_core runs`) stays light
+
+    return resolve_root((evaluation or {}).get("data_dir") or run.settings.get("data_dir", ""), require_train=False)
