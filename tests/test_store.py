@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from cxr_core.config import UserError
-from cxr_core.store import RunStore, atomic_write_csv, atomic_write_json, pid_alive, process_start
+from cxr_core.store import (OWN, RunStore, atomic_write_csv, atomic_write_json, evaluation_files, occluded_source,
+                             pid_alive, process_start, split_source)
 
 
 def tiny_model() -> keras.Model:
@@ -300,3 +301,12 @@ def test_threshold_and_split_files_that_are_corrupt_are_user_errors(tmp_path):
     (store.run_path(run_id) / "split.csv").write_bytes(b"")
     with pytest.raises(UserError, match="split.csv"):
         store.split(run_id)
+
+
+def test_source_keys_of_occluded_evaluations():
+    assert occluded_source(OWN, "lungs") == "own+occlude-lungs"
+    assert occluded_source("chest_xray", None) == "chest_xray"
+    assert split_source("chest_xray+occlude-outside") == ("chest_xray", "outside")
+    assert split_source(OWN) == (OWN, None)
+    assert evaluation_files(RunStore("/tmp").run_path("r"), "test", "own+occlude-lungs")[0].name == \
+        "evaluation_test@own+occlude-lungs.json"
