@@ -15,7 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from cxr_core.config import PROJECT_ROOT
+try:
+    from cxr_core.config import PROJECT_ROOT
+except ModuleNotFoundError as error:  # a checkout whose package was never installed
+    raise SystemExit("cxr_core is not installed: run `pip install -r requirements.txt` in the project folder "
+                     "(its `-e .` line installs it), then run the benchmark again") from error
 from cxr_core.store import atomic_write_bytes, atomic_write_json
 
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "chest_xray"
