@@ -40,12 +40,12 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import classroom_report  # noqa: E402
-import common  # noqa: E402  benchmarks/common.py (puts the project on sys.path)
+import classroom_report
+import common  # benchmarks/common.py
 
-from cxr_core import jobs  # noqa: E402
-from cxr_core.registry import default_settings  # noqa: E402
-from cxr_core.store import RunStore  # noqa: E402
+from cxr_core import jobs
+from cxr_core.registry import default_settings
+from cxr_core.store import RunStore
 
 # Heading that proves each page's own script has rendered, keyed by the sidebar label.
 PAGES = {"Home": "Chest X-ray pneumonia study", "Dataset": "Dataset explorer", "Compare": "Compare runs",

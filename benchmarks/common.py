@@ -15,11 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-if str(PROJECT_ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
-    sys.path.insert(0, str(PROJECT_ROOT))
-
-from cxr_core.store import atomic_write_bytes, atomic_write_json  # noqa: E402
+try:
+    from cxr_core.config import PROJECT_ROOT
+except ModuleNotFoundError as error:  # a checkout whose package was never installed
+    raise SystemExit("cxr_core is not installed: run `pip install -r requirements.txt` in the project folder "
+                     "(its `-e .` line installs it), then run the benchmark again") from error
+from cxr_core.store import atomic_write_bytes, atomic_write_json
 
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "chest_xray"
 # Half of the official test split: the shifted distribution every quality figure is measured on.
@@ -223,9 +224,8 @@ def write_results(out_dir: Path, stem: str, result: dict, markdown: str) -> tupl
 
 
 def cli_env(**overrides) -> dict:
-    """Environment for `python -m cxr_core` children: the project importable, TF quiet."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    """Environment for `python -m cxr_core` children: this one's, with `overrides` (paths become strings)."""
+    env = dict(os.environ)
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 

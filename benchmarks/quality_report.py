@@ -1,5 +1,5 @@
-"""The quality benchmark's tables: quality.md and docs/results.md (render), and the README's one small
-table (render_readme: our models and published results on the official test split)."""
+"""The quality benchmark's tables: quality.md and docs/results.md (render), and the pieces of the README's
+one small table (published_rows, readme_table; benchmarks/ablation.py writes it)."""
 
 from __future__ import annotations
 
@@ -82,18 +82,6 @@ def render(result: dict) -> str:
 README_HEADERS = ["model", "test images", *METRIC_LABELS]
 
 
-def official_rows(result: dict) -> list[dict]:
-    """Our measured rows on the official test split, as readme_table takes them: every model of the
-    lineup with its defaults (a row of its own per recipe; the ensemble stays in docs/results.md)."""
-    rows = []
-    for r in result["rows"]:
-        scores = r.get("shifted")
-        if scores:
-            rows.append({"name": f"ours: {r.get('label') or r['model']}", "images": f"{scores['n_test']} (dev half)",
-                         **{m: scores.get(m) for m in METRICS}})
-    return rows
-
-
 def published_rows() -> list[dict]:
     return [{"name": f"published: {p['name']}", "images": "624", **{m: p.get(m) for m in METRICS}}
             for p in reference.PUBLISHED]
@@ -102,13 +90,3 @@ def published_rows() -> list[dict]:
 def readme_table(rows: list[dict]) -> str:
     """One markdown table from {"name", "images", METRICS...} dicts: adding a row is adding a dict."""
     return common.markdown_table(README_HEADERS, [[r["name"], r["images"], *[r.get(m) for m in METRICS]] for r in rows])
-
-
-def render_readme(result: dict) -> str:
-    """The README's results section: ours beside the published figures, one line of provenance."""
-    return "\n".join([
-        readme_table(official_rows(result) + published_rows()), "",
-        f"Official test split; ours on its dev half, thresholds chosen on validation; every figure with its 95% "
-        f"interval, the in-distribution split and the ablation are in [docs/results.md](docs/results.md). "
-        + common.provenance(result),
-    ])

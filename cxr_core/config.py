@@ -131,3 +131,38 @@ class TrainSettings:
     def from_dict(cls, data: dict) -> "TrainSettings":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# --- The rest of the environment; like the paths above, read here and nowhere else. ---
+
+def extra_data_roots() -> list[Path]:
+    """CXR_DATA_ROOTS: more Kaggle-layout folders the dashboard offers beside CXR_DATA_DIR (os.pathsep-separated)."""
+    return [Path(p).expanduser() for p in os.environ.get("CXR_DATA_ROOTS", "").split(os.pathsep) if p.strip()]
+
+
+def worker_niceness() -> int:
+    """CXR_WORKER_NICE: how far the background worker lowers its CPU priority (default 10; 0 = not at all)."""
+    value = os.environ.get("CXR_WORKER_NICE", "10")
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"CXR_WORKER_NICE={value!r} is not a whole number; set it to 0-19 or unset it") from None
+
+
+# TensorFlow reads its C++ log level once, when it loads; children (the worker, the predictor, a test's
+# Streamlit server) inherit it. "2" keeps its INFO and WARNING lines off a newcomer's terminal.
+_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+
+
+def set_tensorflow_log_level(verbose: bool = False) -> None:
+    """The one place TensorFlow's log level is set: every line when `verbose` (`--verbose`), else
+    quiet unless the person set a level themselves. `import cxr_core` calls it, before any TensorFlow import."""
+    if verbose:
+        os.environ[_TF_LOG_LEVEL] = "0"
+    else:
+        os.environ.setdefault(_TF_LOG_LEVEL, "2")
+
+
+def tensorflow_verbose() -> bool:
+    """True when TensorFlow is asked for every log line (`--verbose`, or the person's own level 0)."""
+    return os.environ.get(_TF_LOG_LEVEL) == "0"

@@ -26,9 +26,11 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .config import CLASSES, UserError
+from .images import FILE_SUFFIXES
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
+# One row per image, as scan_folder finds it.
+MANIFEST_COLUMNS = ["path", "source_split", "label", "class_name", "patient_id", "kind"]
 # The official val split has 16 images: far too few to pick a threshold or stop early on.
 MIN_OFFICIAL_VAL = 100
 MACOS_JUNK = "__MACOSX"
@@ -128,87 +130,97 @@ def scan_folder(path: str | os.PathLike, *, require_train: bool = True) -> Scan:
     from .demo import is_synthetic
 
     root = resolve_root(path, require_train=require_train)
-    rows: list[dict] = []
-    skipped: dict[str, int] = {}
+    skipped = _Skipped()
+    _skip_macos_metadata_above(root, Path(path).expanduser().absolute(), skipped)
+    rows = [row for split, split_dir in split_folders(root).items() for row in _scan_split(split, split_dir, skipped)]
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    _require_images(manifest, root, require_train)
+    return Scan(root=root, manifest=manifest, skipped=dict(skipped), synthetic=is_synthetic(root))
 
-    def skip(reason: str, count: int = 1) -> None:
+
+class _Skipped(dict):
+    """What a scan left out: reason -> count."""
+
+    def add(self, reason: str, count: int = 1) -> None:
         if count:
-            skipped[reason] = skipped.get(reason, 0) + count
+            self[reason] = self.get(reason, 0) + count
 
-    def skip_junk(folder: Path, dirs: list[str], files: list[str]) -> None:
+    def junk(self, folder: Path, dirs: list[str], files: list[str]) -> None:
         """Count what sits beside the expected folders: macOS metadata, hidden and stray entries."""
         for name in dirs:
             if name == MACOS_JUNK:
-                skip("macOS metadata file (__MACOSX)", _count_files(folder / name))
+                self.add("macOS metadata file (__MACOSX)", _count_files(folder / name))
             elif name.startswith("."):
-                skip("hidden folder")
+                self.add("hidden folder")
         for name in files:
             if name.startswith("."):
-                skip("hidden file")
+                self.add("hidden file")
             else:
-                skip("image outside NORMAL/ and PNEUMONIA/" if Path(name).suffix.lower() in IMAGE_SUFFIXES
-                     else "not an image file")
+                self.add("image outside NORMAL/ and PNEUMONIA/" if Path(name).suffix.lower() in FILE_SUFFIXES
+                         else "not an image file")
 
-    # Kaggle's archive puts __MACOSX beside the data, at any level down to the root.
-    level, given = root, Path(path).expanduser().absolute()
+
+def _skip_macos_metadata_above(root: Path, given: Path, skipped: _Skipped) -> None:
+    """Kaggle's archive puts __MACOSX beside the data, at any level from the data root up to the folder given."""
+    level = root
     for _ in range(4):
         if _child(level, MACOS_JUNK) is not None:
-            skip("macOS metadata file (__MACOSX)", _count_files(level / MACOS_JUNK))
+            skipped.add("macOS metadata file (__MACOSX)", _count_files(level / MACOS_JUNK))
         if level == given or level.parent == level:
             break
         level = level.parent
 
-    for split, split_dir in split_folders(root).items():
-        try:
-            entries = list(os.scandir(split_dir))
-        except OSError:
-            entries = []
-        expected = {c.lower() for c in CLASSES}
-        skip_junk(split_dir,
-                  [e.name for e in entries if _is_dir(e) and e.name.lower() not in expected and
-                   (e.name == MACOS_JUNK or e.name.startswith("."))],
-                  [e.name for e in entries if not _is_dir(e)])
-        for label, class_name in enumerate(CLASSES):
-            class_dir = _child(split_dir, class_name)
-            if class_dir is None:
-                continue
-            # followlinks=False: a symlink loop inside a class folder cannot hang the scan.
-            for folder, dirs, files in os.walk(class_dir, followlinks=False):
-                skip_junk(Path(folder), [d for d in dirs if d.startswith(".") or d == MACOS_JUNK], [])
-                dirs[:] = [d for d in dirs if not d.startswith(".") and d != MACOS_JUNK]
-                for name in sorted(files):
-                    if name.startswith("."):
-                        skip("hidden file")
-                        continue
-                    if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                        skip("not an image file")
-                        continue
-                    file_path = Path(folder) / name
-                    if not file_path.is_file():
-                        skip("broken link")
-                        continue
-                    patient_id, kind = parse_name(name, label)
-                    rows.append(
-                        {
-                            "path": str(file_path),
-                            "source_split": split,
-                            "label": label,
-                            "class_name": class_name,
-                            "patient_id": patient_id,
-                            "kind": kind,
-                        }
-                    )
-    manifest = pd.DataFrame(rows, columns=["path", "source_split", "label", "class_name", "patient_id", "kind"])
+
+def _scan_split(split: str, split_dir: Path, skipped: _Skipped) -> list[dict]:
+    """The manifest rows of one split folder's NORMAL/ and PNEUMONIA/; strays beside them are counted."""
+    try:
+        entries = list(os.scandir(split_dir))
+    except OSError:
+        entries = []
+    expected = {c.lower() for c in CLASSES}
+    skipped.junk(split_dir,
+                 [e.name for e in entries if _is_dir(e) and e.name.lower() not in expected and
+                  (e.name == MACOS_JUNK or e.name.startswith("."))],
+                 [e.name for e in entries if not _is_dir(e)])
+    rows = []
+    for label, class_name in enumerate(CLASSES):
+        class_dir = _child(split_dir, class_name)
+        if class_dir is not None:
+            rows += _scan_class(class_dir, split, label, skipped)
+    return rows
+
+
+def _scan_class(class_dir: Path, split: str, label: int, skipped: _Skipped) -> list[dict]:
+    rows = []
+    # followlinks=False: a symlink loop inside a class folder cannot hang the scan.
+    for folder, dirs, files in os.walk(class_dir, followlinks=False):
+        skipped.junk(Path(folder), [d for d in dirs if d.startswith(".") or d == MACOS_JUNK], [])
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != MACOS_JUNK]
+        for name in sorted(files):
+            if name.startswith("."):
+                skipped.add("hidden file")
+            elif Path(name).suffix.lower() not in FILE_SUFFIXES:
+                skipped.add("not an image file")
+            elif not (Path(folder) / name).is_file():
+                skipped.add("broken link")
+            else:
+                patient_id, kind = parse_name(name, label)
+                rows.append({"path": str(Path(folder) / name), "source_split": split, "label": label,
+                             "class_name": CLASSES[label], "patient_id": patient_id, "kind": kind})
+    return rows
+
+
+def _require_images(manifest: pd.DataFrame, root: Path, require_train: bool) -> None:
+    """UserError for a scan that found no images, or (to train) a train split without both classes."""
     if manifest.empty:
         where = "train/NORMAL or train/PNEUMONIA" if require_train else "its NORMAL/ or PNEUMONIA/ folders"
         raise UserError(f"no images found under {root} ({where})")
     if not require_train:
-        return Scan(root=root, manifest=manifest, skipped=skipped, synthetic=is_synthetic(root))
+        return
     train_classes = set(manifest.loc[manifest.source_split == "train", "label"])
     if len(train_classes) < 2:
         missing = [c for i, c in enumerate(CLASSES) if i not in train_classes]
         raise UserError(f"{root}/train has no {', '.join(missing)} images; both classes are needed to train")
-    return Scan(root=root, manifest=manifest, skipped=skipped, synthetic=is_synthetic(root))
 
 
 def _carve(pool: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

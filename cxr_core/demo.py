@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,14 +74,47 @@ def _anatomy(rng: np.random.Generator) -> dict:
     )
 
 
+@dataclass
+class _Chest:
+    """One film's coordinate grids and where its chest lies on them (what each finding draws into)."""
+
+    x: np.ndarray  # (1, size) column centres in 0..1
+    y: np.ndarray  # (size, 1) row centres in 0..1
+    cx: float
+    s: float  # this visit's scale
+    lx: np.ndarray  # distance from the midline: the chest is drawn mirror-symmetric
+    lcy: float  # the lungs' centre row
+    lungs: list  # left and right lung masks, heart and mediastinum cut out
+    lung: np.ndarray  # both
+
+
 def _draw(a: dict, finding: str, rng: np.random.Generator, size: int) -> Image.Image:
     """Render one grayscale film; `finding` is "normal", "bacteria" or "virus"."""
+    img, chest = _normal_chest(a, finding, rng, size)
+    if finding == "bacteria":
+        _lobar_consolidation(img, chest, rng, size)
+    elif finding == "virus":
+        _interstitial_pattern(img, chest, rng, size)
+    elif rng.random() < 0.5:
+        _harmless_finding(img, chest, rng)
+    img[: max(2, size // 24), size // 20 : size // 20 + max(2, size // 32)] += 0.5  # the "R" marker
+
+    # Exposure differs per film, more than the opacities shift the mean brightness.
+    img = (img - 0.4) * rng.uniform(0.85, 1.15) + 0.4 + rng.normal(0, 0.05)
+    img = np.clip(img, 0, 1) ** rng.uniform(0.87, 1.15)
+    img += rng.normal(0, rng.uniform(0.01, 0.03), img.shape)
+    pil = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
+    return pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.1) * size / 192))
+
+
+def _normal_chest(a: dict, finding: str, rng: np.random.Generator, size: int) -> tuple[np.ndarray, _Chest]:
+    """Torso, lungs, heart, ribs, spine and clavicles of person `a` on this visit."""
     # The same person is positioned a little differently on each visit.
     cx, cy = a["cx"] + rng.normal(0, 0.01), a["cy"] + rng.normal(0, 0.01)
     s = a["scale"] * rng.uniform(0.97, 1.03)
     g = ((np.arange(size) + 0.5) / size).astype(np.float32)  # float32 halves the drawing time
     x, y = g[None, :], g[:, None]
-    lx = np.abs(x - cx)  # distance from the midline: the chest is drawn mirror-symmetric
+    lx = np.abs(x - cx)
 
     torso = _smoothstep((1 - ((lx / (0.46 * s)) ** 4 + ((y - cy - 0.1) / (0.62 * s)) ** 4) ** 0.25) / 0.08)
     img = 0.05 + a["tissue"] * np.maximum(torso, _ellipse(x, y, cx, 0.0, 0.09 * s, 0.2))
@@ -107,57 +141,57 @@ def _draw(a: dict, finding: str, rng: np.random.Generator, size: int) -> Image.I
     img += 0.15 * spine * torso
     if a["clavicles"]:
         img += 0.16 * _segment(lx, y, (0.04 * s, cy - 0.29 * s), (0.3 * s, cy - 0.36 * s), 0.02 * s)
+    return img, _Chest(x, y, cx, s, lx, lcy, lungs, lung)
 
-    if finding == "bacteria":
-        # Lobar consolidation: one lobe of one lung turns patchy white up to a fissure. The
-        # fissure is placed by visible lung share, so a lobe behind the heart is never a sliver.
-        side, upper = rng.choice(2), rng.random() < 0.35
-        sign = 2 * side - 1
-        share = np.cumsum(lungs[side].sum(axis=1)) / lungs[side].sum()  # lung share above each row
-        part = rng.uniform(0.5, 0.8)
-        fissure = (int(np.searchsorted(share, part if upper else 1 - part)) + 0.5) / size
-        fissure = fissure + rng.uniform(-0.3, 0.3) * (x - cx - sign * 0.17 * s)
-        lobe = _smoothstep((fissure - y if upper else y - fissure) / (0.06 * s))
-        patches = np.clip(0.5 + _noise_field(rng, 8, size), 0, 1)
-        # Mottled, not flat: a small receptive field can tell it from the flat heart or soft tissue.
-        mottle = 0.3 + 1.4 * _noise_field(rng, 20, size)
-        # Air bronchograms: dark airways inside the white lobe, the reverse of a rib's bright-on-dark.
-        hilum = (cx + sign * 0.08 * s, lcy + 0.02 * s)
-        bronchi = np.zeros_like(lobe)
-        angles = rng.uniform(-0.2, 1.2, 4) * (-1 if upper else 1)  # fanning out into the lobe
-        for theta, length in zip(angles, rng.uniform(0.12, 0.25, 4) * s):
-            end = (hilum[0] + sign * length * np.cos(theta), hilum[1] + length * np.sin(theta))
-            bronchi = np.maximum(bronchi, _segment(x, y, hilum, end, 0.009 * s))
-        img += rng.uniform(0.45, 0.6) * lobe * patches * mottle * (1 - 0.5 * bronchi) * lungs[side]
-        img += rng.uniform(0.06, 0.12) * lungs[side]  # the rest of that lung is hazy too
-    elif finding == "virus":
-        # Interstitial pattern: bilateral, streaks radiating from both hila, patchy haze.
-        haze = _noise_field(rng, 6, size) * (0.5 + _noise_field(rng, 48, size))
-        angle = np.arctan2(y - lcy, lx - 0.05 * s)
-        streaks = (0.5 + 0.5 * np.cos(angle * rng.uniform(14, 22) + rng.uniform(0, 6.3))) ** 3
-        hilar = np.exp(-np.hypot(lx - 0.08 * s, y - lcy) / (0.2 * s))
-        img += rng.uniform(0.3, 0.4) * (0.35 * haze + 0.35 * streaks + 0.5 * hilar) * lung
-    elif rng.random() < 0.5:
-        # Harmless findings on normal films, so "anything bright in a lung" is not the rule.
-        kind = rng.choice(["granuloma", "soft_tissue", "wire"])
-        if kind == "granuloma":
-            side, sig = rng.choice(2), rng.uniform(0.008, 0.016)
-            gx = cx + (2 * side - 1) * rng.uniform(0.1, 0.22) * s
-            gy = lcy + rng.uniform(-0.15, 0.15) * s
-            img += 0.35 * np.exp(-((x - gx) ** 2 + (y - gy) ** 2) / (2 * sig**2))
-        elif kind == "soft_tissue":  # breast / pectoral shadows over both lung bases
-            img += rng.uniform(0.04, 0.09) * _smoothstep((y - lcy) / (0.25 * s)) * lung
-        else:
-            p = (rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.4))
-            img += 0.3 * _segment(x, y, p, (rng.uniform(0.1, 0.9), rng.uniform(0.6, 0.95)), 0.006)
-    img[: max(2, size // 24), size // 20 : size // 20 + max(2, size // 32)] += 0.5  # the "R" marker
 
-    # Exposure differs per film, more than the opacities shift the mean brightness.
-    img = (img - 0.4) * rng.uniform(0.85, 1.15) + 0.4 + rng.normal(0, 0.05)
-    img = np.clip(img, 0, 1) ** rng.uniform(0.87, 1.15)
-    img += rng.normal(0, rng.uniform(0.01, 0.03), img.shape)
-    pil = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
-    return pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.1) * size / 192))
+def _lobar_consolidation(img: np.ndarray, c: _Chest, rng: np.random.Generator, size: int) -> None:
+    """Bacterial pneumonia: one lobe of one lung turns patchy white up to a fissure. The fissure is
+    placed by visible lung share, so a lobe behind the heart is never a sliver."""
+    x, y, s = c.x, c.y, c.s
+    side, upper = rng.choice(2), rng.random() < 0.35
+    sign = 2 * side - 1
+    share = np.cumsum(c.lungs[side].sum(axis=1)) / c.lungs[side].sum()  # lung share above each row
+    part = rng.uniform(0.5, 0.8)
+    fissure = (int(np.searchsorted(share, part if upper else 1 - part)) + 0.5) / size
+    fissure = fissure + rng.uniform(-0.3, 0.3) * (x - c.cx - sign * 0.17 * s)
+    lobe = _smoothstep((fissure - y if upper else y - fissure) / (0.06 * s))
+    patches = np.clip(0.5 + _noise_field(rng, 8, size), 0, 1)
+    # Mottled, not flat: a small receptive field can tell it from the flat heart or soft tissue.
+    mottle = 0.3 + 1.4 * _noise_field(rng, 20, size)
+    # Air bronchograms: dark airways inside the white lobe, the reverse of a rib's bright-on-dark.
+    hilum = (c.cx + sign * 0.08 * s, c.lcy + 0.02 * s)
+    bronchi = np.zeros_like(lobe)
+    angles = rng.uniform(-0.2, 1.2, 4) * (-1 if upper else 1)  # fanning out into the lobe
+    for theta, length in zip(angles, rng.uniform(0.12, 0.25, 4) * s):
+        end = (hilum[0] + sign * length * np.cos(theta), hilum[1] + length * np.sin(theta))
+        bronchi = np.maximum(bronchi, _segment(x, y, hilum, end, 0.009 * s))
+    img += rng.uniform(0.45, 0.6) * lobe * patches * mottle * (1 - 0.5 * bronchi) * c.lungs[side]
+    img += rng.uniform(0.06, 0.12) * c.lungs[side]  # the rest of that lung is hazy too
+
+
+def _interstitial_pattern(img: np.ndarray, c: _Chest, rng: np.random.Generator, size: int) -> None:
+    """Viral pneumonia: bilateral streaks radiating from both hila, patchy haze."""
+    haze = _noise_field(rng, 6, size) * (0.5 + _noise_field(rng, 48, size))
+    angle = np.arctan2(c.y - c.lcy, c.lx - 0.05 * c.s)
+    streaks = (0.5 + 0.5 * np.cos(angle * rng.uniform(14, 22) + rng.uniform(0, 6.3))) ** 3
+    hilar = np.exp(-np.hypot(c.lx - 0.08 * c.s, c.y - c.lcy) / (0.2 * c.s))
+    img += rng.uniform(0.3, 0.4) * (0.35 * haze + 0.35 * streaks + 0.5 * hilar) * c.lung
+
+
+def _harmless_finding(img: np.ndarray, c: _Chest, rng: np.random.Generator) -> None:
+    """On a normal film, so that "anything bright in a lung" is not the rule."""
+    x, y, s = c.x, c.y, c.s
+    kind = rng.choice(["granuloma", "soft_tissue", "wire"])
+    if kind == "granuloma":
+        side, sig = rng.choice(2), rng.uniform(0.008, 0.016)
+        gx = c.cx + (2 * side - 1) * rng.uniform(0.1, 0.22) * s
+        gy = c.lcy + rng.uniform(-0.15, 0.15) * s
+        img += 0.35 * np.exp(-((x - gx) ** 2 + (y - gy) ** 2) / (2 * sig**2))
+    elif kind == "soft_tissue":  # breast / pectoral shadows over both lung bases
+        img += rng.uniform(0.04, 0.09) * _smoothstep((y - c.lcy) / (0.25 * s)) * c.lung
+    else:
+        p = (rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.4))
+        img += 0.3 * _segment(x, y, p, (rng.uniform(0.1, 0.9), rng.uniform(0.6, 0.95)), 0.006)
 
 
 def _patients(n_normal: int, n_pneumonia: int, rng: np.random.Generator) -> list[tuple]:

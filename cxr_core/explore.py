@@ -80,20 +80,25 @@ def naive_split_leakage(manifest: pd.DataFrame, fractions=(0.7, 0.15, 0.15), see
     return {f"{a}/{b}": len(groups[a] & groups[b]) for a, b in (("train", "val"), ("train", "test"), ("val", "test"))}
 
 
+# How much a leakage finding matters. Words of the domain, not of a user interface: the Dataset page
+# picks its own style for each, the CLI prefixes a LEAKAGE finding with "error:".
+LEAKAGE, PASSED, NOTE = "leakage", "passed", "note"
+
+
 def leakage_findings(leakage: list[dict], naive: dict[str, int]) -> list[tuple[str, str]]:
-    """data.leakage_report() and naive_split_leakage() as (level, sentence) pairs, level "error",
-    "success" or "info": what the Dataset page shows and `info` prints."""
+    """data.leakage_report() and naive_split_leakage() as (severity, sentence) pairs, severity LEAKAGE,
+    PASSED or NOTE: what the Dataset page shows and `info` prints."""
     summary = ", ".join(f"{row['pair']} {row['shared_ids']}" for row in leakage)
     if any(row["leakage"] for row in leakage):
-        findings = [("error", f"Patients in two splits: {summary}.")]
+        findings = [(LEAKAGE, f"Patients in two splits: {summary}.")]
     elif all(row["shared_ids"] == 0 for row in leakage):
-        findings = [("success", f"Leakage check passed: no patient appears in two splits ({summary}).")]
+        findings = [(PASSED, f"Leakage check passed: no patient appears in two splits ({summary}).")]
     else:
-        findings = [("success", "Leakage check passed for the splits carved here: "
+        findings = [(PASSED, "Leakage check passed for the splits carved here: "
                      + ", ".join(f"{row['pair']} {row['shared_ids']}" for row in leakage if row["exact"]) + "."),
-                    ("info", ", ".join(f"{row['pair']}: {row['shared_ids']}" for row in leakage if not row["exact"])
+                    (NOTE, ", ".join(f"{row['pair']}: {row['shared_ids']}" for row in leakage if not row["exact"])
                      + ". " + data.OVERLAP_UNCERTAIN)]
-    findings.append(("info", "A random split by image instead would share "
+    findings.append((NOTE, "A random split by image instead would share "
                      + ", ".join(f"{v} patients between {k}" for k, v in naive.items()) + "."))
     return findings
 

@@ -30,9 +30,13 @@ MAX_PIXELS = 40_000_000  # ~6300 x 6300; checked from the header, before any dec
 MIN_SIDE = 32  # smaller than any model input: upsampling it would only show blur
 MAX_ASPECT = 6.0  # chest films are near square; a 6:1 sliver is a crop or a banner
 
-# Only formats a chest X-ray arrives in: fewer parsers means fewer ways for an
-# upload to surprise us (and Pillow cannot mistake text for a TGA or an XPM).
-_PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+# Every format read, with the file name endings a folder scan picks up and the upload box offers.
+# Only formats a chest X-ray arrives in: fewer parsers means fewer ways for an upload to surprise
+# us (and Pillow cannot mistake text for a TGA or an XPM). The content decides the format, not the name.
+FORMATS = {"JPEG": (".jpeg", ".jpg"), "PNG": (".png",), "BMP": (".bmp",), "GIF": (".gif",),
+           "TIFF": (".tif", ".tiff"), "WebP": (".webp",), "DICOM": (".dcm", ".dicom")}
+FILE_SUFFIXES = tuple(suffix for suffixes in FORMATS.values() for suffix in suffixes)
+_PIL_FORMATS = tuple(name.upper() for name in FORMATS if name != "DICOM")
 _FIX = "upload a JPEG, PNG or DICOM file"
 
 
@@ -43,7 +47,7 @@ class ImageDecodeError(UserError, ValueError):
 
 
 def decode_image(data: bytes, name: str = "image", *, target_size: int | None = None) -> np.ndarray:
-    """JPEG/PNG/BMP/GIF/TIFF/WebP or DICOM bytes -> 2-D uint8 grayscale array (H, W).
+    """Bytes of any of FORMATS -> 2-D uint8 grayscale array (H, W).
 
     target_size is a hint: JPEGs are decoded at a reduced scale whose short
     side is still at least target_size, which makes 3000 px files fast.
@@ -71,10 +75,11 @@ def decode_image(data: bytes, name: str = "image", *, target_size: int | None = 
 
 def read_image_file(path: str | os.PathLike, *, target_size: int | None = None) -> np.ndarray:
     """Read a file (never more than MAX_FILE_BYTES) and decode it; errors name the path."""
-    return decode_image(_read_bytes(path), str(path), target_size=target_size)
+    return decode_image(read_file_bytes(path), str(path), target_size=target_size)
 
 
-def _read_bytes(path: str | os.PathLike) -> bytes:
+def read_file_bytes(path: str | os.PathLike) -> bytes:
+    """A file's bytes, never more than MAX_FILE_BYTES + 1; a missing or unreadable file is an ImageDecodeError."""
     try:
         with open(path, "rb") as f:
             return f.read(MAX_FILE_BYTES + 1)  # +1 tells "too large" apart from "exactly the limit"
@@ -160,7 +165,7 @@ def load_with_appearance(source: bytes | str | os.PathLike, image_size: int,
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name = bytes(source), name or "upload"
     else:
-        data, name = _read_bytes(source), str(source)
+        data, name = read_file_bytes(source), str(source)
     gray = decode_image(data, name, target_size=image_size)
     return preprocess(gray, image_size)[..., np.newaxis], appearance(data, gray)
 
@@ -246,7 +251,7 @@ def _describe(data: bytes) -> str:
     text = head.decode("utf-8", "ignore")  # "ignore": a character cut at byte 1024 is still text
     if len(text.encode()) > 0.9 * len(head) and all(c.isprintable() or c.isspace() for c in text):
         return "the bytes are text"
-    return "unrecognised format; JPEG, PNG, BMP, GIF, TIFF, WebP and DICOM are read"
+    return f"unrecognised format; {', '.join(list(FORMATS)[:-1])} and {list(FORMATS)[-1]} are read"
 
 
 def _check_shape(width: int, height: int, name: str) -> None:

@@ -132,6 +132,28 @@ def predict_files(loaded: LoadedRun, files: list[str]) -> list[dict]:
     return results
 
 
+# What a person is shown instead of a label for an image unlike the run's training X-rays: any label
+# for it would be meaningless. Machine-readable output (`predict --json`) keeps the model's call
+# beside in_distribution=false, so a program can tell the two apart.
+WITHHELD = "withheld"
+
+
+def shown_label(result: dict) -> str:
+    """The label a person sees for one prediction (predict_image's dict): WITHHELD when the
+    out-of-distribution check refused the image, else the model's call at the run's threshold."""
+    return WITHHELD if result.get("in_distribution") is False else result["label"]
+
+
+def batch_row(file: str, run: str = "", result: dict | None = None, error: str = "") -> dict:
+    """One row of a batch's results table (the Predict page's table and CSV): a prediction by `run`,
+    or the `error` that kept `file` from every run."""
+    if result is None:
+        return {"file": file, "run": run, "label": "", "probability": None, "threshold": None, "error": error}
+    return {"file": file, "run": run, "label": shown_label(result), "probability": result["probability"],
+            "threshold": result["threshold"], "in_distribution": result["in_distribution"],
+            "warning": result.get("warning", ""), "error": error}
+
+
 def unique_names(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     """A batch's (name, content) pairs told apart: two uploads called image.jpg become image.jpg and
     image.jpg (2), so every row of a batch table names one file."""

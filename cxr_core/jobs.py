@@ -28,13 +28,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import PROJECT_ROOT, TrainSettings, UserError, max_queued
+from .config import PROJECT_ROOT, TrainSettings, UserError, max_queued, worker_niceness
 from .quiet import import_tensorflow
-from .store import ACTIVE_STATES, RunState, RunStore, atomic_write_json, read_json
+from .store import ACTIVE_STATES, RunState, RunStore, atomic_write_json, pid_alive, process_record, read_json
 
 LOCK_NAME = ".worker.lock"
 QUEUE_LOCK_NAME = ".queue.lock"
@@ -147,8 +148,6 @@ def submit_evaluation(run_id: str, data_dir, store: RunStore | None = None, *, s
 
 def evaluation_requests(store: RunStore) -> list[dict]:
     """Every evaluation request, oldest first; a running one whose worker died reads 'interrupted'."""
-    from .store import pid_alive
-
     folder = store.root / EVALUATIONS
     requests = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -158,7 +157,7 @@ def evaluation_requests(store: RunStore) -> list[dict]:
             continue
         if not isinstance(request, dict) or "run" not in request:
             continue
-        if request.get("state") == RunState.RUNNING and not pid_alive(request.get("pid")):
+        if request.get("state") == RunState.RUNNING and not pid_alive(request.get("pid"), request.get("pid_start")):
             request["state"] = RunState.INTERRUPTED
         requests.append(request)
     return sorted(requests, key=lambda r: r.get("created", 0))
@@ -177,7 +176,7 @@ def run_evaluation(request: dict, store: RunStore, echo=print) -> str:
     """Score one queued evaluation request in this process; returns its final state."""
     from .inference import evaluate_run
 
-    _update_request(store, request, state=RunState.RUNNING, pid=os.getpid())
+    _update_request(store, request, state=RunState.RUNNING, **process_record(os.getpid()))
     echo(f"evaluating {request['run']} on {request['data_dir']}")
     try:
         result = evaluate_run(request["run"], request["split"], store, request["data_dir"],
@@ -221,10 +220,8 @@ def work(store: RunStore, echo=print) -> list[str]:
 
                 run_id = waiting[0].run_id
                 echo(f"training {run_id}")
-                state = run_one(run_id, store, echo)
+                run_one(run_id, store, echo)
                 trained.append(run_id)
-                if state == RunState.CANCELLED and os.environ.get("CXR_WORKER_STOP_ON_CANCEL", "0") == "1":
-                    return trained
         finally:
             handle.close()
         # A run submitted after our last look, while we still held the lock, found
@@ -244,7 +241,7 @@ def yield_to_the_dashboard(niceness: int | None = None) -> None:
     competes as one group whatever its tasks' nice values: the group's own nice value
     (/proc/self/autogroup) is what yields to the server. CXR_WORKER_NICE=0 turns this off.
     """
-    niceness = int(os.environ.get("CXR_WORKER_NICE", "10")) if niceness is None else niceness
+    niceness = worker_niceness() if niceness is None else niceness
     if niceness <= 0:
         return
     try:
@@ -264,12 +261,15 @@ def spawn_worker(store: RunStore) -> subprocess.Popen | None:
         return None
     command = [sys.executable, "-m", "cxr_core", "worker", "--runs", str(store.root)]
     # A new session: the worker outlives a Streamlit rerun or a server restart.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ)
     for secret in ("CXR_TEACHER_KEY", "teacher_key"):  # st.secrets copies top-level secrets into os.environ
         env.pop(secret, None)  # the worker never needs the class's key: keep it out of its environment
     with open(store.root / "worker.log", "ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=PROJECT_ROOT, env=env, start_new_session=True)
+        worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  cwd=PROJECT_ROOT, env=env, start_new_session=True)
+    # Its exit status is read as soon as it ends; unread, it would linger as a zombie beside the server.
+    threading.Thread(target=worker.wait, name=f"reap-worker-{worker.pid}", daemon=True).start()
+    return worker
 
 
 def submit(settings: TrainSettings, data_dir, store: RunStore | None = None, *, start: bool = True) -> str:
@@ -330,7 +330,7 @@ def cancel(run_id: str, store: RunStore | None = None) -> str:
             os.kill(int(run.status["pid"]), signal.SIGTERM)
         except ProcessLookupError:
             pass
-        return "stopping"
+        return RunState.STOPPING
     raise UserError(f"run {run_id} is {run.state}, not queued or running; nothing to stop")
 
 

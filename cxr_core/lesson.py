@@ -22,7 +22,7 @@ import pandas as pd
 from .config import HEADLINE_METRICS
 
 from . import registry
-from .store import OWN, split_source
+from .store import ACTIVE_STATES, OWN, RunState, split_source
 
 
 
@@ -149,7 +149,7 @@ def study_runs(store, data_dir, recipe: str | None = "improved") -> dict:
 def active_runs(store, data_dir) -> dict:
     """{model: a queued or running run on `data_dir`}: what the lesson is already waiting for."""
     return {run.model: run for run in store.list()
-            if run.state in ("queued", "running") and _same_folder(run.settings.get("data_dir"), data_dir)}
+            if run.state in ACTIVE_STATES and _same_folder(run.settings.get("data_dir"), data_dir)}
 
 
 _COLUMNS = ("n", "threshold", *HEADLINE_METRICS)
@@ -193,7 +193,7 @@ def transfer_rows(store, data_dir) -> pd.DataFrame:
     for run in store.list():
         if run.model in seen or not _same_folder(run.settings.get("data_dir"), data_dir):
             continue
-        if run.state not in ("done", "failed"):
+        if run.state not in (RunState.DONE, RunState.FAILED):
             continue
         seen.add(run.model)
         weights = run.settings.get("weights", "none")
@@ -227,25 +227,35 @@ def sanity_maps(model, random_model, pixels: np.ndarray, label: str) -> dict:
     return {"trained": trained, "randomized": randomized, "similarity": explain.map_similarity(trained, randomized)}
 
 
+def validation_and_patients(scan, split: pd.DataFrame) -> dict:
+    """Step 2's numbers: the official val folder's size, the children a random image-level split puts on
+    both sides, the leakage check of the patient-level `split`, and the measured overstatement."""
+    from . import data
+    from .explore import naive_split_leakage
+
+    return {"official_val_images": int((scan.manifest["source_split"] == "val").sum()),
+            "naive_split_children_on_both_sides": naive_split_leakage(scan.manifest),
+            "leakage_check": data.leakage_report(split),
+            "measured": leakage_experiment(scan.manifest)}
+
+
 def summary(scan, split: pd.DataFrame, store, *, prevalence: float = 0.05) -> dict:
     """Every step's numbers that need no TensorFlow, keyed by step: what `python -m cxr_core lesson` prints.
 
     Step 8 (heat maps) is `predict RUN FILE --heatmap OUT.png [--randomized]`.
     """
-    from . import calibration, data
+    from . import calibration
     from .config import UserError
-    from .explore import class_balance, naive_split_leakage
+    from .explore import class_balance
 
     runs = study_runs(store, scan.root)
     study = study_runs(store, scan.root, recipe="study")
     records = lambda frame: frame.to_dict(orient="records")  # noqa: E731
+    step_2 = validation_and_patients(scan, split)
+    step_2["measured"] = {k: v for k, v in step_2["measured"].items() if k != "runs"}  # each repeat: the page's chart
     steps = {
         "1_census": records(class_balance(split)),
-        "2_validation_and_patients": {
-            "official_val_images": int((scan.manifest["source_split"] == "val").sum()),
-            "naive_split_children_on_both_sides": naive_split_leakage(scan.manifest),
-            "leakage_check": data.leakage_report(split),
-            "measured": {k: v for k, v in leakage_experiment(scan.manifest).items() if k != "runs"}},
+        "2_validation_and_patients": step_2,
         "3_baseline_vs_regularized": {
             "study_recipe": {m: (study[m].evaluation("test") or {}).get("confusion_matrix")
                              for m in registry.from_scratch() if m in study},

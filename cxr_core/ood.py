@@ -230,48 +230,59 @@ def _features_and_layouts(extractor, cache, rows):
 # ---------------------------------------------------------------- fit, save, load
 
 
-def fit_run(run_path: Path, model, cache, train_rows, val_rows, val_paths, *, seed: int = 0, echo=print) -> dict:
-    """Fit the check on a finished model's training images, set thresholds on validation, write ood.npz/json."""
+def fit_split(run_path: Path, model, cache, train, val, *, seed: int = 0, echo=print) -> dict:
+    """Fit the check on a finished model's training images, set thresholds on validation, write ood.npz/json.
+
+    `train` and `val` are the run's split rows (their "row" in `cache`, and for `val` their "path")."""
     rng = np.random.default_rng(seed)
-    train_rows = np.asarray(train_rows)
-    if len(train_rows) > MAX_FIT_IMAGES:
-        train_rows = np.sort(rng.choice(train_rows, MAX_FIT_IMAGES, replace=False))
+    train_rows = _at_most(np.asarray(train["row"]), MAX_FIT_IMAGES, rng)
     extractor, layer = with_features(model)
     train_features, train_layouts = _features_and_layouts(extractor, cache, train_rows)
-    val_features, val_layouts = _features_and_layouts(extractor, cache, np.asarray(val_rows))
+    val_features, val_layouts = _features_and_layouts(extractor, cache, np.asarray(val["row"]))
     features, layout = Gaussian.fit(train_features), Gaussian.fit(train_layouts)
     distances = {"features": features.distance(val_features), "layout": layout.distance(val_layouts)}
     held_out = {"features": held_out_distances(train_features, rng), "layout": held_out_distances(train_layouts, rng)}
     thresholds = {name: threshold(distances[name], held_out[name]) for name in distances}
     passed = {name: distances[name] <= thresholds[name] for name in distances}
-
-    # The appearance limits are fixed; decoding validation files again only reports how many pass them.
-    picked = np.arange(len(val_paths))
-    if len(picked) > MAX_APPEARANCE_IMAGES:
-        picked = np.sort(rng.choice(picked, MAX_APPEARANCE_IMAGES, replace=False))
-    val_paths = list(val_paths)
-    looks_fine = np.array([not appearance_problems(_appearance(val_paths[i], cache.image_size)) for i in picked],
-                          dtype=bool)
+    picked, looks_fine = _validation_appearance(list(val["path"]), cache.image_size, rng)
     every = passed["features"][picked] & passed["layout"][picked] & looks_fine
     info = {
         "feature_layer": layer, "feature_dimensions": int(train_features.shape[1]), "layout_grid": GRID,
-        "train_images": int(len(train_rows)), "validation_images": int(len(val_rows)),
+        "train_images": int(len(train_rows)), "validation_images": int(len(val["row"])),
         "pass_quantile": PASS_QUANTILE, "thresholds": thresholds,
         "limits": {"max_colour": MAX_COLOUR, "min_spread": MIN_SPREAD, "max_extremes": MAX_EXTREMES},
         "validation_pass": {"features": float(passed["features"].mean()), "layout": float(passed["layout"].mean()),
                             "appearance": float(looks_fine.mean()) if len(picked) else None,
                             "all": float(every.mean()) if len(picked) else None},
     }
-    detector = Detector(features, layout, thresholds, info)
-    save(run_path, detector)
+    save(run_path, Detector(features, layout, thresholds, info))
     echo(f"out-of-distribution check: {info['validation_pass']['all'] or 0:.1%} of validation images pass "
          f"(feature distance <= {thresholds['features']:.1f}, layout distance <= {thresholds['layout']:.1f})")
     return info
 
 
+def fit_run(run_path: Path, model, cache, train_rows, val_rows, val_paths, *, seed: int = 0, echo=print) -> dict:
+    """fit_split() with the split's columns one by one: train.fit's call until it passes its split rows."""
+    return fit_split(run_path, model, cache, {"row": train_rows}, {"row": val_rows, "path": val_paths},
+                     seed=seed, echo=echo)
+
+
+def _at_most(rows: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """`rows`, or a sorted random `limit` of them: bounds the time the check adds to training."""
+    return np.sort(rng.choice(rows, limit, replace=False)) if len(rows) > limit else rows
+
+
+def _validation_appearance(paths: list, image_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(indices picked, whether each passes the appearance limits). The limits are fixed; decoding
+    validation files again only reports how many pass them."""
+    picked = _at_most(np.arange(len(paths)), MAX_APPEARANCE_IMAGES, rng)
+    looks_fine = np.array([not appearance_problems(_appearance(paths[i], image_size)) for i in picked], dtype=bool)
+    return picked, looks_fine
+
+
 def _appearance(path, image_size: int) -> dict:
     try:
-        data = images._read_bytes(path)
+        data = images.read_file_bytes(path)
         # Decoded at the model's size, as prediction decodes: a 3000 px film need not be read in full.
         return images.appearance(data, images.decode_image(data, str(path), target_size=image_size))
     except images.ImageDecodeError:

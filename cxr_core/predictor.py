@@ -51,12 +51,10 @@ class Predictor:
         self._start()
 
     def _start(self) -> None:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen([sys.executable, "-m", "cxr_core.predictor", self._address],
-                                            stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=PROJECT_ROOT, env=env)
+                                            stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=PROJECT_ROOT)
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()

@@ -15,6 +15,8 @@ import os
 import sys
 from contextlib import contextmanager
 
+from .config import tensorflow_verbose
+
 
 @contextmanager
 def native_stderr_silenced():
@@ -35,12 +37,11 @@ def native_stderr_silenced():
 def import_tensorflow() -> None:
     """Import TensorFlow and look for GPUs (the two moments it prints), silently.
 
-    A TF_CPP_MIN_LOG_LEVEL of 0 (what `--verbose` sets) asks for every line: then nothing is hidden.
+    When every line is asked for (`--verbose`, see config.set_tensorflow_log_level), nothing is hidden.
     """
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+    if tensorflow_verbose():
         import tensorflow  # noqa: F401
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_stderr_silenced():
         import tensorflow as tf
 

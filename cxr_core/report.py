@@ -69,13 +69,15 @@ class _Figures:
 
 def _mistakes(run, evaluation: dict, predictions, limit: int = 4) -> str:
     """The most confident missed pneumonias and false alarms, as small images (what to look at first)."""
-    root = evaluation.get("data_dir") or run.settings.get("data_dir", "")
+    try:
+        root = run_tables.image_root(run, evaluation)
+    except UserError as error:
+        return f"<p>The images cannot be shown: {html.escape(str(error))}</p>"
     cells = []
     for cell in ("FN", "FP"):
         for row in run_tables.confusion_cell(predictions, evaluation["threshold"], cell).head(limit).itertuples():
-            path = row.path if os.path.isabs(row.path) else os.path.join(root, row.path)
             try:
-                url = png_data_url(images.load_for_model(path, 160)[..., 0])
+                url = png_data_url(images.load_for_model(root / row.path, 160)[..., 0])
             except images.ImageDecodeError:
                 continue
             cells.append(f'<figure><img src="{url}" width="160" height="160" alt=""><figcaption>{cell}: '
@@ -88,62 +90,88 @@ def build_report(run_ids: list[str], store: RunStore | None = None, *, split: st
                  title: str = "Chest X-ray pneumonia study: runs compared", notes: list[str] = ()) -> str:
     """The HTML of the report on `run_ids`, scored on (split, source); raises UserError for a missing run
     or evaluation."""
-    from .inference import predictions as stored_predictions
-
     store = store or RunStore()
-    runs = [store.get(run_id) for run_id in run_ids]
-    if not runs:
+    by_label = {run_tables.run_label(run): run for run in (store.get(run_id) for run_id in run_ids)}
+    if not by_label:
         raise UserError("name at least one run for the report")
+    evaluations = _evaluations(by_label, split, source)
+    where = run_tables.evaluation_label((split, source))
+    figure = _Figures()
+    parts = [*_introduction(title, by_label, notes),
+             *_data_and_settings(by_label, evaluations, where),
+             *_metrics(evaluations, where),
+             *_curves(by_label, evaluations, figure),
+             *_calibration(by_label, store, split, source, figure),
+             *_most_confident_mistakes(by_label, evaluations, store, split, source)]
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def _evaluations(by_label: dict, split: str, source: str) -> dict:
+    """{label: the run's evaluation on (split, source)}; UserError for a run without one."""
     evaluations = {}
-    for run in runs:
+    for label, run in by_label.items():
         evaluation = run.evaluation(split, source)
         if evaluation is None:
             raise UserError(f"run {run.run_id} has no {split} evaluation on {source}; evaluate it first "
                             f"(`python -m cxr_core evaluate {run.run_id} --split {split}`)")
-        evaluations[run_tables.run_label(run)] = evaluation
-    by_label = {run_tables.run_label(run): run for run in runs}
-    preds = {label: stored_predictions(run.run_id, split, store, source) for label, run in by_label.items()}
-    figure = _Figures()
-    colors = figures.run_colors(evaluations)
-    where = run_tables.evaluation_label((split, source))
+        evaluations[label] = evaluation
+    return evaluations
+
+
+def _introduction(title: str, by_label: dict, notes) -> list[str]:
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>Made {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by cxr_core. "
              "<b>Not for clinical use</b>: a teaching and research tool.</p>"]
-    if any(run.status.get("synthetic") for run in runs):
+    if any(run.status.get("synthetic") for run in by_label.values()):
         parts.append('<p class="warn"><b>SYNTHETIC demo data.</b> Some of these runs were trained on the '
                      "synthetic demo data set: drawn shapes, not X-rays of any person. Their numbers say nothing "
                      "about real X-rays.</p>")
-    parts += [f"<p>{html.escape(note)}</p>" for note in notes]
-    parts.append("<h2>Data</h2>")
-    parts.append(_table([{"run": label, "data folder": e.get("data_dir") or by_label[label].settings.get("data_dir"),
-                          "synthetic": bool(by_label[label].status.get("synthetic")), "evaluated on": where,
-                          "images": e.get("n"), "NORMAL": e.get("n_normal"), "PNEUMONIA": e.get("n_pneumonia"),
-                          "split counts (train/val/test)": "/".join(str((by_label[label].status.get("counts") or {})
-                                                                        .get(s, "?")) for s in ("train", "val", "test"))}
-                         for label, e in evaluations.items()]))
-    parts.append("<h2>Runs and their settings</h2>")
-    parts.append(_table([{"run": label, "id": run.run_id, **{k: run.settings.get(k) for k in SETTINGS},
-                          "device": run.status.get("device"),
-                          "minutes": round(run.status["duration"] / 60, 1) if run.status.get("duration") else None}
-                         for label, run in by_label.items()]))
-    parts.append(f"<h2>Metrics on the {html.escape(where)}</h2>")
+    return parts + [f"<p>{html.escape(note)}</p>" for note in notes]
+
+
+def _data_and_settings(by_label: dict, evaluations: dict, where: str) -> list[str]:
+    def counts(run) -> str:
+        return "/".join(str((run.status.get("counts") or {}).get(s, "?")) for s in ("train", "val", "test"))
+
+    data = [{"run": label, "data folder": e.get("data_dir") or by_label[label].settings.get("data_dir"),
+             "synthetic": bool(by_label[label].status.get("synthetic")), "evaluated on": where,
+             "images": e.get("n"), "NORMAL": e.get("n_normal"), "PNEUMONIA": e.get("n_pneumonia"),
+             "split counts (train/val/test)": counts(by_label[label])} for label, e in evaluations.items()]
+    settings = [{"run": label, "id": run.run_id, **{k: run.settings.get(k) for k in SETTINGS},
+                 "device": run.status.get("device"),
+                 "minutes": round(run.status["duration"] / 60, 1) if run.status.get("duration") else None}
+                for label, run in by_label.items()]
+    return ["<h2>Data</h2>", _table(data), "<h2>Runs and their settings</h2>", _table(settings)]
+
+
+def _metrics(evaluations: dict, where: str) -> list[str]:
     table = run_tables.metrics_table(evaluations)
-    parts.append(_table([{"run": row["run"], "images": row["n"], "threshold": row["threshold"],
-                          **{m: _with_interval(row, m) for m in METRICS}} for row in table.to_dict("records")]))
-    parts.append("<p>At each run's own threshold (chosen on validation). In brackets: 95% bootstrap intervals "
-                 "(resampling patients). Sensitivity is the share of pneumonia caught, specificity the share of "
-                 "healthy children cleared.</p>")
-    parts.append("<h2>Confusion matrices</h2><div class='grid'>")
+    rows = [{"run": row["run"], "images": row["n"], "threshold": row["threshold"],
+             **{m: _with_interval(row, m) for m in METRICS}} for row in table.to_dict("records")]
+    return [f"<h2>Metrics on the {html.escape(where)}</h2>", _table(rows),
+            "<p>At each run's own threshold (chosen on validation). In brackets: 95% bootstrap intervals "
+            "(resampling patients). Sensitivity is the share of pneumonia caught, specificity the share of "
+            "healthy children cleared.</p>"]
+
+
+def _curves(by_label: dict, evaluations: dict, figure) -> list[str]:
+    """Confusion matrices, ROC and precision-recall, and the training curves."""
+    colors = figures.run_colors(evaluations)
+    parts = ["<h2>Confusion matrices</h2><div class='grid'>"]
     for label, evaluation in evaluations.items():
         parts.append(f"<div style='width:380px'>{figure(figures.confusion_figure(evaluation['confusion_matrix'], label))}</div>")
-    parts.append("</div><h2>ROC and precision-recall</h2>")
     points = {label: {k: e.get(k) for k in ("threshold", "sensitivity", "specificity", "precision")}
               for label, e in evaluations.items()}
-    parts.append(figure(figures.curves_figure(evaluations, points, colors)))
+    parts += ["</div><h2>ROC and precision-recall</h2>", figure(figures.curves_figure(evaluations, points, colors))]
     history = run_tables.history_frame(by_label)
     if not history.empty:
         parts.append("<h2>Training curves</h2>" + figure(figures.history_figure(history, colors=colors)))
-    parts.append("<h2>Calibration</h2>")
+    return parts
+
+
+def _calibration(by_label: dict, store: RunStore, split: str, source: str, figure) -> list[str]:
+    parts = ["<h2>Calibration</h2>"]
     for label, run in by_label.items():
         try:
             report = calibration.for_run(run.run_id, store, split, source)
@@ -151,12 +179,18 @@ def build_report(run_ids: list[str], store: RunStore | None = None, *, split: st
             parts.append(f"<p>{html.escape(label)}: {html.escape(str(error))}</p>")
             continue
         parts.append(figure(figures.reliability_figure(report, f"{label}: Brier {report['brier']:.3f}")))
-    parts.append("<h2>The most confident mistakes</h2>")
+    return parts
+
+
+def _most_confident_mistakes(by_label: dict, evaluations: dict, store: RunStore, split: str, source: str) -> list[str]:
+    from .inference import predictions as stored_predictions
+
+    parts = ["<h2>The most confident mistakes</h2>"]
     for label, run in by_label.items():
-        if preds[label] is not None:
-            parts.append(f"<h3>{html.escape(label)}</h3>" + _mistakes(run, evaluations[label], preds[label]))
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
+        predictions = stored_predictions(run.run_id, split, store, source)
+        if predictions is not None:
+            parts.append(f"<h3>{html.escape(label)}</h3>" + _mistakes(run, evaluations[label], predictions))
+    return parts
 
 
 def _with_interval(row: dict, metric: str) -> str:

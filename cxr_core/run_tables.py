@@ -5,7 +5,7 @@ runs table (`runs`), Compare's metrics, curves and McNemar test (`compare`).
     metrics_table({label: evaluation})  metrics_text(table)  published_table()
     evaluation_choices(runs)  evaluation_label((split, source))
     same_images(predictions)  align_predictions(pred_a, pred_b)  mcnemar_between(...)
-    confusion_cell(predictions, threshold, "FN")
+    confusion_cell(predictions, threshold, "FN")  image_root(run, evaluation)
     official_evaluation(run)  best_run(runs, data_dir)      (Home and `info`: the study at a glance)
 """
 
@@ -310,3 +310,9 @@ def best_run(runs, data_dir=None) -> dict | None:
             "synthetic": bool(run.status.get("synthetic")), "source": evaluation["source"],
             "where": evaluation["where"], "n": evaluation.get("n"), "threshold": evaluation.get("threshold"),
             **{m: evaluation.get(m) for m in METRICS}, "ci95": evaluation.get("ci95") or {}}
+def image_root(run, evaluation: dict | None = None):
+    """The folder that the image paths of `evaluation`'s predictions are relative to: the folder it was
+    scored on, else the run's own data folder. Raises UserError when that folder is gone."""
+    from .data import resolve_root  # here: listing runs (`python -m cxr_core runs`) stays light
+
+    return resolve_root((evaluation or {}).get("data_dir") or run.settings.get("data_dir", ""), require_train=False)

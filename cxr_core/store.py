@@ -2,7 +2,7 @@
 
     RUNS/<run_id>/
         settings.json       the TrainSettings and the data folder
-        status.json         queued | running | done | failed | cancelled (+ pid, epoch, error)
+        status.json         queued | running | done | failed | cancelled (+ pid and its start time, epoch, error)
         split.csv           every image's split, label and patient (the split this run used)
         history.json        per-epoch metrics, rewritten after each epoch
         model.keras         appears only once complete (written to a temp name, then renamed)
@@ -62,6 +62,7 @@ class RunState(StrEnum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"  # read as running, but its process is gone
     BROKEN = "broken"  # files missing or unreadable
+    STOPPING = "stopping"  # only cancel()'s answer: the run was sent SIGTERM and stops at its next batch
 
 
 FINISHED = RunState.DONE
@@ -100,8 +101,33 @@ def read_json(path: Path, default=None):
         return default
 
 
-def pid_alive(pid) -> bool:
-    """True while `pid` is a live process that is ours (a cxr_core job)."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3 onwards); None without /proc."""
+    try:
+        # The command name (field 2) is in parentheses and may hold spaces: split after its ")".
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_start(pid) -> int | None:
+    """When process `pid` started (/proc/<pid>/stat field 22, clock ticks after boot); None where unknown.
+
+    A pid is reused once its process is gone; the pair (pid, start) names one process for good."""
+    fields = _proc_stat(pid) if isinstance(pid, int) and pid > 0 else None
+    return int(fields[19]) if fields else None
+
+
+def process_record(pid: int) -> dict:
+    """What a status file stores to find the process again: its pid and start time."""
+    return {"pid": pid, "pid_start": process_start(pid)}
+
+
+def pid_alive(pid, start=None) -> bool:
+    """True while `pid` is a live process, and the same one that recorded `start` (process_start).
+
+    Without /proc (macOS), or with no start recorded (files written before it was), a live pid is
+    all there is to go on."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -109,15 +135,13 @@ def pid_alive(pid) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass  # alive, and another user's: recycled, unless the start time says otherwise below
+    fields = _proc_stat(pid)
+    if fields is None:
         return True
-    try:
-        # A zombie or a reused pid is not our job.
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        return b"cxr_core" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
+    if fields[0] == "Z":  # a zombie has finished: it waits only for its parent to read its exit status
+        return False
+    return start is None or int(fields[19]) == start
 
 
 @dataclass
@@ -261,8 +285,11 @@ class RunStore:
         return Run(run_id, path, state, record, status)
 
     def set_status(self, run_id: str, **fields) -> dict:
+        """Update status.json with `fields`; a `pid` is stored with its process's start time (pid_alive)."""
         path = self.run_path(run_id)
         status = read_json(path / "status.json", {}) or {}
+        if "pid" in fields and "pid_start" not in fields:
+            fields = {**fields, **process_record(fields["pid"])}
         status.update(fields, updated=time.time())
         atomic_write_json(path / "status.json", status)
         return status
@@ -285,7 +312,7 @@ class RunStore:
         error = status.get("error")
         if state not in STATES:
             state, error = RunState.BROKEN, f"status.json has no known state ({str(state)[:40]!r})"
-        elif state == RunState.RUNNING and not pid_alive(status.get("pid")):
+        elif state == RunState.RUNNING and not pid_alive(status.get("pid"), status.get("pid_start")):
             state, error = RunState.INTERRUPTED, "the training process died (killed or crashed) before finishing"
         elif state == FINISHED and not (path / "model.keras").is_file():
             state, error = RunState.BROKEN, "model.keras is missing"

@@ -53,8 +53,9 @@ st.markdown("A child with pneumonia often has several X-rays. If one lands in tr
             "test score measures memory of that child, not skill: that is leakage.")
 left, right = st.columns(2)
 left.plotly_chart(figures.per_patient_figure(explore.images_per_patient(split)), key="per_patient")
-for level, sentence in explore.leakage_findings(data.leakage_report(split), explore.naive_split_leakage(scan.manifest)):
-    getattr(right, level)(sentence)
+show = {explore.LEAKAGE: right.error, explore.PASSED: right.success, explore.NOTE: right.info}
+for severity, sentence in explore.leakage_findings(data.leakage_report(split), explore.naive_split_leakage(scan.manifest)):
+    show[severity](sentence)
 
 st.header("Sample images")
 filters = st.columns([1, 1, 1, 1, 1])

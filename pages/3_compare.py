@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from cxr_core import data, evaluate, figures, reference, report, run_tables
+from cxr_core import evaluate, figures, reference, report, run_tables
 from cxr_core.config import METRICS, UserError
 from cxr_core.store import OWN
 from ui import data_sets, runs as ui_runs
@@ -38,7 +38,7 @@ split, source = cols[0].selectbox("Evaluated on", run_tables.evaluation_choices(
                                   format_func=run_tables.evaluation_label, key="compare_on",
                                   help="The run's own splits (carved from its training data) or another labelled "
                                        "folder it was scored on, such as the official test split.")
-ui_runs.score_on_folder([finished[label] for label in chosen], store)
+ui_runs.score_on_folder([finished[label] for label in chosen], store, page="compare")
 runs = {label: finished[label] for label in chosen if finished[label].evaluation(split, source)}
 if len(runs) < len(chosen):
     st.warning(f"Left out (not scored on the {run_tables.evaluation_label((split, source))}): "
@@ -148,8 +148,7 @@ if label:
     rows = run_tables.confusion_cell(preds[label], points[label]["threshold"], cell)
     st.caption(f"{len(rows)} images; the most confident calls first.")
     try:
-        root = data.resolve_root(evaluations[label].get("data_dir") or runs[label].settings["data_dir"],
-                                 require_train=False)
+        root = run_tables.image_root(runs[label], evaluations[label])
     except UserError as error:
         st.warning(f"The images of this run cannot be shown: {error}")
         rows = rows.iloc[:0]

@@ -12,7 +12,6 @@ from ui.navigation import entry_guard
 from ui.texts import DEMO_LABEL, NOT_CLINICAL, SYNTHETIC_NOTE
 
 entry_guard(__file__)
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom", "bmp", "gif", "tif", "tiff", "webp"]
 
 st.title("Predict")
 st.markdown("Upload chest X-rays (JPEG, PNG or DICOM) or pick one from the data set. Each chosen model gives its "
@@ -37,7 +36,7 @@ source = cols[1].radio("Image", ["upload", "data set"], horizontal=True, key="pr
                        format_func={"upload": "Upload files", "data set": "Pick from the data set"}.get)
 files: list[tuple[str, bytes]] = []
 if source == "upload":
-    uploads = st.file_uploader("X-ray images; several at once for a batch", type=UPLOAD_TYPES,
+    uploads = st.file_uploader("X-ray images; several at once for a batch", type=list(images.FILE_SUFFIXES),
                                accept_multiple_files=True, key="uploads")
     files = inference.unique_names([(upload.name, upload.getvalue()) for upload in uploads or []])
 else:
@@ -47,10 +46,9 @@ else:
     names = dict(zip(test["class_name"] + "/" + test["path"].map(os.path.basename), test["path"]))
     picked = st.selectbox(f"An image of the test split ({len(names)} images)", list(names), key="predict_pick")
     try:
-        with open(names[picked], "rb") as handle:
-            files = [(picked, handle.read(images.MAX_FILE_BYTES + 1))]
-    except (KeyError, OSError) as error:
-        st.warning(f"{picked} cannot be read ({error}); the folder may have changed. Pick another image.")
+        files = [(picked, images.read_file_bytes(names[picked]))]
+    except images.ImageDecodeError as error:
+        st.warning(f"{error}; the folder may have changed. Pick another image.")
 if not files:
     st.info("Upload one or more X-ray images to get a prediction.")
     st.stop()
@@ -62,17 +60,13 @@ for name, content in files:
             result = ui_runs.analyse(run.run_id, store, content, name)
         except images.ImageDecodeError as error:
             st.error(str(error), icon=":material/broken_image:")
-            rows.append({"file": name, "run": "", "label": "", "probability": None, "threshold": None,
-                         "error": str(error)})
+            rows.append(inference.batch_row(name, error=str(error)))
             break  # the file is unusable for every model
         except UserError as error:  # this run's model cannot be used (say, a missing or unsafe file)
             st.error(f"{label}: {error}")
             continue
         results.setdefault(name, {})[label] = result
-        refused = result["in_distribution"] is False
-        rows.append({"file": name, "run": label, "label": "withheld" if refused else result["label"],
-                     "probability": result["probability"], "threshold": result["threshold"],
-                     "in_distribution": result["in_distribution"], "warning": result.get("warning", ""), "error": ""})
+        rows.append(inference.batch_row(name, label, result))
 if not results:
     st.stop()
 
@@ -99,7 +93,7 @@ grid[0].image(base, caption=f"{shown} ({gray.shape[1]}×{gray.shape[0]} px)", wi
 for i, (label, result) in enumerate(results[shown].items(), start=1):
     with grid[i % len(grid)]:
         if result["in_distribution"] is False:
-            st.metric(label, "withheld", help=f"Model {result['model']}")
+            st.metric(label, inference.shown_label(result), help=f"Model {result['model']}")
             st.error(f"Not like this run's training X-rays: {result['warning']}. The model would have said "
                      f"{result['label']} (P(pneumonia) {result['probability']:.3f}); do not trust that.",
                      icon=":material/block:")

@@ -1,9 +1,10 @@
 """Shared fixtures: a private cache and run store per test session, the demo
-data set, and one tiny finished run that many tests read; the project root and
-`cli()`, which runs `python -m cxr_core` as a person would.
+data set, one tiny finished run that many tests read, the project root and
+`cli`, which runs `python -m cxr_core` as a person would.
 
 Nothing a test writes lands in the project folder: CXR_CACHE_DIR and
-CXR_RUNS_DIR point into pytest's temp folders.
+CXR_RUNS_DIR point into pytest's temp folders. TensorFlow's log level is the
+engine's (`import cxr_core` sets it), inherited by every child process.
 """
 
 from __future__ import annotations
@@ -15,16 +16,26 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cxr_core  # noqa: F401  sets TensorFlow's log level before any test imports TensorFlow
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "chest_xray"
 
 
-def cli(*args, timeout: float = 180) -> subprocess.CompletedProcess:
-    """`python -m cxr_core ARGS` in a child process from the project root; output captured as text."""
-    return subprocess.run([sys.executable, "-m", "cxr_core", *map(str, args)], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    """The checkout's top folder (app.py, README.md, benchmarks/)."""
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """`cli(*args, timeout=180)`: `python -m cxr_core ARGS` in a child process from the project root,
+    its output captured as text (a subprocess.CompletedProcess)."""
+    def run(*args, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cxr_core", *map(str, args)], cwd=PROJECT_ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+    return run
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,12 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PROJECT_ROOT
+import common  # benchmarks/common.py (pytest.ini puts benchmarks/ on the path, as `python benchmarks/x.py` does)
+from cxr_core.config import PROJECT_ROOT
 
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import common  # noqa: E402
 
 MODELS = ("baseline_cnn", "regularized_cnn")
 
@@ -38,8 +36,7 @@ def bench_data(tmp_path_factory):
 
 def run_script(name: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, str(BENCHMARKS / name), *map(str, args)], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=timeout,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+                            capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 

@@ -24,10 +24,8 @@ from cxr_core import jobs, lesson
 from cxr_core.registry import default_settings
 from cxr_core.store import RunState, RunStore
 
-from conftest import PROJECT_ROOT
-
-sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-import common  # noqa: E402  the benchmarks' way to start a dashboard for Chromium, shared
+import common  # benchmarks/common.py: the benchmarks' way to start a dashboard for Chromium, shared
+from cxr_core.config import PROJECT_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -41,7 +39,7 @@ def server(tiny_run, tmp_path_factory):
     """A streamlit server over a store holding the tiny finished run; yields its base URL."""
     store, _ = tiny_run
     cache = tmp_path_factory.mktemp("browser_cache")
-    env = dict(os.environ, CXR_RUNS_DIR=str(store.root), CXR_CACHE_DIR=str(cache), TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, CXR_RUNS_DIR=str(store.root), CXR_CACHE_DIR=str(cache))
     env.pop("CXR_DATA_DIR", None)  # the default: the synthetic demo set, generated into the private cache
     env.pop("CXR_TEACHER_KEY", None)  # one person on a laptop: nothing locked
     with _serve(env, tmp_path_factory.mktemp("browser_log") / "streamlit.log") as url:

@@ -11,15 +11,14 @@ import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.skipif((shutil.which("chromium") or shutil.which("chromium-browser")) is None,
                                 reason="Debian's chromium is not installed (apt-get install chromium)")
 
 
-def test_five_students_at_once_while_a_model_trains():
+def test_five_students_at_once_while_a_model_trains(project_root):
     done = subprocess.run([sys.executable, "benchmarks/classroom.py", "--sessions", "5", "--baseline-s", "3"],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1200)
+                          cwd=project_root, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(result))

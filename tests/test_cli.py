@@ -18,7 +18,6 @@ from cxr_core.__main__ import main
 from cxr_core.config import CLASSES
 from cxr_core.store import RunStore
 
-from conftest import cli
 
 EVALUATION_KEYS = {"run", "split", "n", "accuracy", "macro_f1", "auc", "sensitivity", "specificity", "threshold",
                    "confusion_matrix"}
@@ -32,7 +31,7 @@ def assert_one_line_error(stderr: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(demo_dir, tmp_path_factory):
+def trained(demo_dir, tmp_path_factory, cli):
     """One run trained through the CLI: (store, run_id, completed process)."""
     runs = tmp_path_factory.mktemp("cli_runs")
     done = cli("train", "--data", demo_dir, "--model", "baseline_cnn", "--epochs", 2, "--image-size", 48,
@@ -51,7 +50,7 @@ def test_train_prints_progress_and_the_run_id_last(trained):
     assert "Traceback" not in done.stderr
 
 
-def test_evaluate_json(trained):
+def test_evaluate_json(trained, cli):
     store, run_id, _ = trained
     done = cli("evaluate", run_id, "--split", "test", "--runs", store.root, "--json", "--recompute")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -76,7 +75,7 @@ def test_evaluate_json(trained):
     assert stored["auc"] == pytest.approx(result["auc"], abs=1e-6)
 
 
-def test_predict_json(trained, demo_dir, tmp_path):
+def test_predict_json(trained, demo_dir, tmp_path, cli):
     store, run_id, _ = trained
     predictions = pd.read_csv(store.run_path(run_id) / "predictions_test.csv")
     good = [str(demo_dir / p) for p in predictions.path[:2]]
@@ -106,7 +105,7 @@ def test_predict_json(trained, demo_dir, tmp_path):
     assert "colour image: chest X-rays are grayscale" in results[4]["warning"]
 
 
-def test_predict_json_of_a_run_trained_before_the_check(trained, demo_dir, tmp_path):
+def test_predict_json_of_a_run_trained_before_the_check(trained, demo_dir, tmp_path, cli):
     store, run_id, _ = trained
     shutil.copytree(store.run_path(run_id), tmp_path / run_id)
     for name in ("ood.npz", "ood.json"):
@@ -127,7 +126,7 @@ def test_predict_plain_exits_zero_when_every_file_is_read(trained, demo_dir, cap
     assert err == "[trained on SYNTHETIC demo data: says nothing about real X-rays]\n"  # the demo run says so
 
 
-def test_tensorflow_start_up_lines_stay_off_the_terminal(trained, demo_dir):
+def test_tensorflow_start_up_lines_stay_off_the_terminal(trained, demo_dir, cli):
     store, run_id, _ = trained
     image = next((demo_dir / "test" / "NORMAL").glob("*.jpeg"))
     done = cli("predict", run_id, image, "--runs", store.root)
@@ -138,7 +137,7 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal(trained, demo_dir):
     assert done.stdout.startswith(f"{image}: ")
 
 
-def test_info_json(demo_dir):
+def test_info_json(demo_dir, cli):
     done = cli("info", "--data", demo_dir, "--json")
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
@@ -162,7 +161,7 @@ def test_info_text_says_what_the_dataset_page_says_about_leakage(demo_dir, capsy
     assert findings and all(sentence in out for _, sentence in findings)
 
 
-def test_explore_json_reports_balance_and_leakage(demo_dir):
+def test_explore_json_reports_balance_and_leakage(demo_dir, cli):
     result = cli("explore", "--data", demo_dir, "--json", timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -172,7 +171,7 @@ def test_explore_json_reports_balance_and_leakage(demo_dir):
     assert sum(row["patients"] * row["images_per_patient"] for row in report["images_per_patient"]) == 120
 
 
-def test_compare_two_runs_gives_metrics_and_mcnemar(tiny_run):
+def test_compare_two_runs_gives_metrics_and_mcnemar(tiny_run, cli):
     store, run_id = tiny_run
     # A copy of the run under another id: identical predictions, so McNemar finds no difference.
     twin = f"{run_id}-twin"
@@ -189,7 +188,7 @@ def test_compare_two_runs_gives_metrics_and_mcnemar(tiny_run):
         shutil.rmtree(store.root / twin)
 
 
-def test_runs_json_lists_good_and_broken_runs(trained, tmp_path):
+def test_runs_json_lists_good_and_broken_runs(trained, tmp_path, cli):
     store, run_id, _ = trained
     messy = tmp_path / "runs"
     shutil.copytree(store.run_path(run_id), messy / run_id)
@@ -274,7 +273,7 @@ def test_evaluate_on_a_folder_without_labels_says_what_to_do(trained, tmp_path, 
     ["evaluate", "no-such-run", "--runs", "{runs}"],
     ["train", "--model", "resnet9000"],
 ])
-def test_errors_in_a_real_process(args, tmp_path):
+def test_errors_in_a_real_process(args, tmp_path, cli):
     args = [a.format(missing=tmp_path / "missing", runs=tmp_path) for a in args]
     done = cli(*args, timeout=60)
     assert done.returncode == 2
@@ -341,7 +340,7 @@ def test_info_on_the_real_data(real_data, capsys):
 # ---------------------------------------------------------------- the Lesson's commands
 
 
-def test_calibration_json_agrees_with_sklearn(trained):
+def test_calibration_json_agrees_with_sklearn(trained, cli):
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import brier_score_loss
 
@@ -366,7 +365,7 @@ def test_calibration_json_agrees_with_sklearn(trained):
     assert "ECE" in text.stdout and "SYNTHETIC" in text.stdout
 
 
-def test_evaluate_occluded_is_stored_apart(trained):
+def test_evaluate_occluded_is_stored_apart(trained, cli):
     store, run_id, _ = trained
     plain = (store.run_path(run_id) / "evaluation_test.json").read_text()
     done = cli("evaluate", run_id, "--split", "test", "--occlude", "outside", "--runs", store.root, "--json")
@@ -379,7 +378,7 @@ def test_evaluate_occluded_is_stored_apart(trained):
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
-def test_predict_heatmap_png_of_the_trained_and_of_a_randomized_model(trained, demo_dir, tmp_path):
+def test_predict_heatmap_png_of_the_trained_and_of_a_randomized_model(trained, demo_dir, tmp_path, cli):
     store, run_id, _ = trained
     xray = sorted((demo_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
     trained_png, random_png, big_png = tmp_path / "cam.png", tmp_path / "random.png", tmp_path / "big.png"
@@ -395,7 +394,7 @@ def test_predict_heatmap_png_of_the_trained_and_of_a_randomized_model(trained, d
     assert_one_line_error(two.stderr)
 
 
-def test_report_is_a_self_contained_html_file(trained, tmp_path):
+def test_report_is_a_self_contained_html_file(trained, tmp_path, cli):
     store, run_id, _ = trained
     out = tmp_path / "report.html"
     done = cli("report", run_id, "--runs", store.root, "--out", out)
@@ -409,7 +408,7 @@ def test_report_is_a_self_contained_html_file(trained, tmp_path):
     assert_one_line_error(missing.stderr)
 
 
-def test_runs_and_compare_label_synthetic_runs(trained):
+def test_runs_and_compare_label_synthetic_runs(trained, cli):
     store, run_id, _ = trained
     assert "SYNTHETIC" in cli("runs", "--runs", store.root).stdout
     assert json.loads(cli("runs", "--runs", store.root, "--json").stdout)[0]["synthetic"] is True
@@ -417,7 +416,7 @@ def test_runs_and_compare_label_synthetic_runs(trained):
     assert done.returncode == 0 and "SYNTHETIC" in done.stdout
 
 
-def test_lesson_prints_every_step_it_can_without_tensorflow(trained, demo_dir):
+def test_lesson_prints_every_step_it_can_without_tensorflow(trained, demo_dir, cli):
     store, run_id, _ = trained
     done = cli("lesson", "--data", demo_dir, "--runs", store.root, "--prevalence", 0.1)
     assert done.returncode == 0, done.stderr[-2000:]

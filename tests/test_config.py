@@ -16,7 +16,6 @@ from cxr_core import config, evaluate
 from cxr_core.config import HEADLINE_METRICS, METRIC_LABELS, METRICS, THRESHOLD_RULES, TrainSettings, UserError
 from cxr_core.registry import STUDY_MODELS, default_settings, descriptions
 
-from conftest import PROJECT_ROOT
 
 SCRATCH = ("baseline_cnn", "regularized_cnn")  # trained from random weights; the others start from ImageNet
 
@@ -96,15 +95,15 @@ def test_runs_and_cache_folders_follow_the_environment(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("value", [None, ""])
-def test_without_the_environment_runs_and_cache_live_in_the_project(monkeypatch, value):
+def test_without_the_environment_runs_and_cache_live_in_the_project(monkeypatch, value, project_root):
     for name in ("CXR_RUNS_DIR", "CXR_CACHE_DIR"):
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
-    assert config.runs_dir() == PROJECT_ROOT / "runs"
-    assert config.cache_dir() == PROJECT_ROOT / ".cache"
-    assert config.demo_data_dir() == PROJECT_ROOT / ".cache" / "demo_data"
+    assert config.runs_dir() == project_root / "runs"
+    assert config.cache_dir() == project_root / ".cache"
+    assert config.demo_data_dir() == project_root / ".cache" / "demo_data"
 
 
 def test_the_data_folder_comes_from_cxr_data_dir(monkeypatch, tmp_path):
@@ -148,7 +147,7 @@ def test_metrics_are_the_keys_of_an_evaluation_and_each_has_a_label():
     assert [m for m in METRICS if m in HEADLINE_METRICS] == list(HEADLINE_METRICS)
 
 
-def test_importing_config_does_not_load_tensorflow():
+def test_importing_config_does_not_load_tensorflow(project_root):
     # Pages read model names and descriptions from here; loading TensorFlow there costs seconds.
     code = "import sys, cxr_core.config; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=project_root).returncode == 0

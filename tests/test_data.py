@@ -301,8 +301,9 @@ def corrupt_copy(demo_dir: Path, dest: Path) -> tuple[Path, list[str]]:
 
 
 def test_corrupt_images_in_train_are_left_out_with_a_warning(demo_dir, tmp_path):
+    """What training is given: the split without the unreadable files (train.fit records and trains on
+    exactly this split, which test_train checks on a finished run)."""
     from cxr_core import train
-    from cxr_core.store import RunStore
 
     root, bad = corrupt_copy(demo_dir, tmp_path / "messy")
     settings = default_settings("baseline_cnn")
@@ -318,17 +319,7 @@ def test_corrupt_images_in_train_are_left_out_with_a_warning(demo_dir, tmp_path)
     # pipeline.readable keeps rows aligned with the cache: each kept row points at its own image.
     for row in split.sample(5, random_state=0).itertuples():
         assert np.array_equal(cache.read(np.array([row.row]))[0], pipeline.images.load_for_model(row.path, 48))
-
-    # Training proceeds on the readable images.
-    from cxr_core.jobs import submit
-
-    store = RunStore(tmp_path / "runs")
-    run_id = submit(settings, root, store, start=False)
-    log: list[str] = []
-    assert train.run_job(run_id, store, echo=log.append) == "done", store.get(run_id).status
-    recorded = store.split(run_id)
-    assert len(recorded) == len(split)
-    assert not any(Path(p).name in {Path(b).name for b in bad} for p in recorded.path)
+    assert {"train", "val"} <= set(split.split) and split.groupby("split").label.nunique().min() == 2  # trainable
 
 
 def test_real_data(real_data):

@@ -25,7 +25,6 @@ from cxr_core import data, download
 from cxr_core.__main__ import main
 from cxr_core.config import UserError
 
-from conftest import PROJECT_ROOT
 
 NORMAL_NAMES = [f"IM-{i:04d}-0001.jpeg" for i in range(1, 9)]
 PNEUMONIA_NAMES = [f"person{i}_{'bacteria' if i % 2 else 'virus'}_{i}.jpeg" for i in range(1, 9)]
@@ -337,9 +336,9 @@ def test_a_kagglehub_failure_is_one_line_that_says_what_to_do(monkeypatch, tmp_p
     assert_nothing_left(out)
 
 
-def test_importing_the_command_does_not_load_kagglehub_or_pooch():
+def test_importing_the_command_does_not_load_kagglehub_or_pooch(project_root):
     # They cost import time; only running the download command may load them.
     code = "import sys, cxr_core.__main__, cxr_core.download; print(sorted({'kagglehub', 'pooch'} & set(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], cwd=project_root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

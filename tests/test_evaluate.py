@@ -11,8 +11,6 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from cxr_core import evaluate as ev
 
-from conftest import PROJECT_ROOT
-
 
 def noisy_scores(n: int, seed: int = 0):
     """Labels ~ 3:1 pneumonia:normal like the data set, scores that separate them imperfectly."""
@@ -242,10 +240,11 @@ def test_bad_input_is_a_clear_error():
         ev.mcnemar_test([0, 1], [0.2, 0.9], [0, 1])
 
 
-def test_does_not_import_tensorflow():
+def test_does_not_import_tensorflow(project_root):
     # Pages score saved predictions through this module; loading TensorFlow there costs seconds.
     code = "import sys, cxr_core.evaluate; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=project_root).returncode == 0
+
 
 
 def test_a_fixed_threshold_is_not_chosen_on_the_data():

@@ -1,4 +1,5 @@
-"""Contracts of cxr_core.explain (Grad-CAM), on tiny models built like the project's: flat, 0..255 in, one sigmoid out."""
+"""Contracts of cxr_core.explain (Grad-CAM), on tiny models built like the project's: flat, 0..255 in, one sigmoid out.
+(Drawing the map over an X-ray is cxr_core.heatmap's, tested in test_heatmap.py.)"""
 
 import gc
 import weakref
@@ -8,7 +9,6 @@ import numpy as np
 import pytest
 
 from cxr_core import explain
-from cxr_core.heatmap import overlay
 
 SIZE = 32
 
@@ -189,25 +189,3 @@ def test_nested_base_says_to_build_flat():
 def test_wrong_image_size_is_a_clear_error(model):
     with pytest.raises(ValueError, match="model's input size"):
         explain.gradcam(model, noise_image(size=48))
-
-
-def test_overlay_shape_dtype_and_blend(model):
-    image = noise_image()
-    heatmap = explain.gradcam(model, image)
-    rgb = overlay(image, heatmap)
-    assert rgb.shape == (SIZE, SIZE, 3) and rgb.dtype == np.uint8
-    # alpha 0 is the X-ray alone, in gray.
-    np.testing.assert_array_equal(overlay(image, heatmap, alpha=0.0), np.repeat(image, 3, axis=-1))
-    # alpha 1 is the colour map alone: hot and cold pixels get different colours.
-    colours = overlay(image, heatmap, alpha=1.0)
-    assert not np.array_equal(colours[np.unravel_index(heatmap.argmax(), heatmap.shape)],
-                              colours[np.unravel_index(heatmap.argmin(), heatmap.shape)])
-
-
-def test_overlay_resizes_a_heatmap_onto_a_larger_image():
-    gray = np.full((96, 96), 128, dtype=np.uint8)
-    heatmap = np.zeros((SIZE, SIZE), dtype=np.float32)
-    heatmap[:, : SIZE // 2] = 1.0
-    rgb = overlay(gray, heatmap, alpha=1.0)
-    assert rgb.shape == (96, 96, 3)
-    assert not np.array_equal(rgb[48, 5], rgb[48, 90])

@@ -114,10 +114,10 @@ def test_leakage_findings_say_passed_failed_or_uncertain():
     leaky = [{"pair": "train/val", "shared_ids": 3, "exact": True, "leakage": True}]
     official = clean + [{"pair": "train/test", "shared_ids": 7, "exact": False, "leakage": False}]
     naive = {"train/test": 12}
-    assert [level for level, _ in explore.leakage_findings(clean, naive)] == ["success", "info"]
-    assert explore.leakage_findings(leaky, naive)[0] == ("error", "Patients in two splits: train/val 3.")
-    levels, texts = zip(*explore.leakage_findings(official, naive))
-    assert levels == ("success", "info", "info")
+    assert [severity for severity, _ in explore.leakage_findings(clean, naive)] == ["passed", "note"]
+    assert explore.leakage_findings(leaky, naive)[0] == ("leakage", "Patients in two splits: train/val 3.")
+    severities, texts = zip(*explore.leakage_findings(official, naive))
+    assert severities == ("passed", "note", "note")
     assert "train/test: 7" in texts[1] and data.OVERLAP_UNCERTAIN in texts[1]
     assert texts[-1] == "A random split by image instead would share 12 patients between train/test."
 

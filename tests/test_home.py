@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from cxr_core import run_tables
 from cxr_core.store import RunStore
 
-from conftest import PROJECT_ROOT, cli
+from cxr_core.config import PROJECT_ROOT
 
 streamlit_config.set_option("client.showErrorDetails", "full")
 
@@ -90,7 +90,7 @@ def test_best_run_prefers_the_highest_official_auc_and_needs_official_figures(ti
     assert best["source"] == "whole" and best["auc"] == 0.6 and best["n"] == 20  # the whole split over a half
 
 
-def test_info_prints_the_best_run(tiny_run, demo_dir, tmp_path):
+def test_info_prints_the_best_run(tiny_run, demo_dir, tmp_path, cli):
     store, run_id = tiny_run
     done = cli("info", "--data", demo_dir, "--runs", store.root, "--json")
     assert done.returncode == 0, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import time
 import tracemalloc
@@ -167,6 +168,28 @@ def assert_left_bright_right_dark(gray: np.ndarray, tolerance=8):
 def test_lossless_formats_round_trip(fmt):
     options = {"lossless": True} if fmt == "WEBP" else {}
     assert_left_bright_right_dark(decode_image(encode(halves(), fmt, **options), "x"), tolerance=0)
+
+
+def test_every_file_ending_accepted_is_a_format_that_is_read(tmp_path):
+    """The upload box and the folder scan accept FILE_SUFFIXES; each ending's format decodes, so no
+    accepted file is refused for its type, and the refusal of anything else names every format."""
+    from cxr_core import data
+
+    blobs = {name: make_dicom(bone_on_background(3000, 100)) if name == "DICOM" else encode(halves(), name.upper())
+             for name in images.FORMATS}
+    for name, suffixes in images.FORMATS.items():
+        for suffix in suffixes:
+            path = tmp_path / "train" / "NORMAL" / f"IM-{len(list(tmp_path.rglob('*.*'))):04d}-0001{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blobs[name])
+            assert read_image_file(path).ndim == 2
+    (tmp_path / "train" / "PNEUMONIA").mkdir()
+    (tmp_path / "train" / "PNEUMONIA" / "person1_virus_1.jpeg").write_bytes(blobs["JPEG"])
+    (tmp_path / "train" / "NORMAL" / "IM-9999-0001.txt").write_text("notes")
+    scanned = data.scan_folder(tmp_path).manifest
+    assert sorted(os.path.splitext(p)[1] for p in scanned.path if "NORMAL" in p) == sorted(images.FILE_SUFFIXES)
+    message = refusal(bytes(range(256)) * 8, "blob.bin")
+    assert all(name in message for name in images.FORMATS), message
 
 
 def test_rgb_jpeg_becomes_grayscale():
@@ -358,3 +381,14 @@ def test_image_info_reads_the_header_only(tmp_path):
     (tmp_path / "bad.png").write_text("hello")
     with pytest.raises(ImageDecodeError, match="bad.png"):
         image_info(tmp_path / "bad.png")
+
+
+def test_occlusion_blacks_out_the_lung_box_or_all_around_it():
+    pixels = np.full((100, 100), 200, np.uint8)
+    top, bottom, left, right = (round(f * 100) for f in images.LUNG_BOX)
+    lungs, outside = images.occlude(pixels, "lungs"), images.occlude(pixels, "outside")
+    assert (lungs[top:bottom, left:right] == 0).all() and lungs[0, 0] == 200
+    assert (outside[top:bottom, left:right] == 200).all() and outside[0, 0] == 0 and outside[-1, -1] == 0
+    assert images.occlude(pixels, None) is pixels
+    with pytest.raises(UserError):
+        images.occlude(pixels, "heart")

@@ -17,9 +17,7 @@ import pytest
 from cxr_core import jobs
 from cxr_core.config import UserError
 from cxr_core.registry import default_settings
-from cxr_core.store import RunStore
-
-from conftest import PROJECT_ROOT, cli
+from cxr_core.store import RunState, RunStore
 
 
 def tiny_settings(epochs: int):
@@ -73,7 +71,7 @@ def busy(demo_dir, tmp_path_factory):
         stop(worker)
 
 
-def test_second_launch_is_refused_while_a_job_runs(busy, demo_dir):
+def test_second_launch_is_refused_while_a_job_runs(busy, demo_dir, cli):
     store, run_id, worker = busy
     before = sorted(p.name for p in store.root.iterdir())
     assert jobs.worker_running(store)
@@ -101,7 +99,7 @@ def test_sigterm_cancels_cleanly(busy):
     store, run_id, worker = busy
     other = store.new_run({"model": "baseline_cnn"}, "/data", state="queued")
     jobs.cancel(other.run_id, store)  # a cancelled neighbour that must still list fine
-    assert jobs.cancel(run_id, store) == "stopping"
+    assert jobs.cancel(run_id, store) == RunState.STOPPING == "stopping"
     assert worker.wait(timeout=60) == 0  # the worker ends normally, its queue empty
     run = store.get(run_id)
     assert run.state == "cancelled" and run.status["error"] == "stopped by the user"
@@ -129,7 +127,7 @@ def test_sigterm_before_the_first_epoch_cancels_and_the_worker_goes_on(demo_dir,
         stop(worker)
 
 
-def test_sigkill_leaves_an_interrupted_run_and_a_free_lock(demo_dir, tmp_path):
+def test_sigkill_leaves_an_interrupted_run_and_a_free_lock(demo_dir, tmp_path, cli):
     store = RunStore(tmp_path)
     run_id = jobs.submit(tiny_settings(epochs=400), demo_dir, store, start=False)
     worker = jobs.spawn_worker(store)
@@ -151,13 +149,13 @@ def test_sigkill_leaves_an_interrupted_run_and_a_free_lock(demo_dir, tmp_path):
     assert store.get(run_id).state == "interrupted"  # an interrupted run is not retried behind one's back
 
 
-def test_queued_runs_train_one_at_a_time_and_are_never_stranded(demo_dir, tmp_path):
+def test_queued_runs_train_one_at_a_time_and_are_never_stranded(demo_dir, tmp_path, project_root):
     """Runs submitted (as the dashboard does) while a CLI train holds the lock start no worker
     of their own; when the CLI run ends they are trained, one after another, by one worker."""
     store = RunStore(tmp_path)
     train = subprocess.Popen([sys.executable, "-m", "cxr_core", "train", "--data", str(demo_dir), "--model", "baseline_cnn",
                               "--epochs", "2", "--image-size", "48", "--no-augment", "--runs", str(store.root)],
-                             cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=project_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         cli_run = wait_for(lambda: [r.run_id for r in store.list() if r.state == "running"], 90, "the CLI run")[0]
         ids = [jobs.submit(tiny_settings(epochs=1), demo_dir, store) for _ in range(3)]
@@ -199,3 +197,14 @@ def test_a_stuck_queue_gets_a_worker_and_a_fresh_one_is_left_to_start(demo_dir, 
     with jobs.worker_lock(store):  # a worker holds the lock: nothing to start
         assert jobs.keep_queue_moving(store, now=created + 3600) is False
     assert len(started) == 1
+
+
+def test_a_worker_that_ends_is_reaped_without_anyone_waiting(tmp_path):
+    """The server never waits on the worker it starts: its exit status is read anyway, so no zombie
+    stays behind for as long as the server lives."""
+    store = RunStore(tmp_path / "runs")
+    store.root.mkdir()
+    worker = jobs.spawn_worker(store)  # an empty queue: it exits at once
+    wait_for(lambda: worker.returncode is not None, 60, "the worker to exit and be reaped")
+    assert worker.returncode == 0
+    assert not Path(f"/proc/{worker.pid}").exists() or not os.path.isdir("/proc/self")  # gone, not a zombie

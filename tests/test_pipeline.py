@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cxr_core import images, pipeline
+from cxr_core import data, images, pipeline
 
 SIZE = 48
 
@@ -138,3 +138,15 @@ def test_cache_is_rebuilt_when_preprocessing_changes(files, count_decodes, monke
     second = pipeline.build_cache(files, SIZE)
     assert second.path != first.path
     assert sorted(count_decodes) == sorted(files)  # old pixels are never served after a change
+
+
+def test_occlusion_goes_through_the_one_preprocessing_path_and_the_cache_key(demo_dir):
+    paths = [str(p) for p in sorted((demo_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:3]]
+    plain = pipeline.build_cache(paths, 48)
+    occluded = pipeline.build_cache(paths, 48, occlusion="lungs")
+    assert plain.path != occluded.path
+    assert plain.path.name.startswith(data.fingerprint(paths, 48, images.PREPROCESS_VERSION))  # old keys kept
+    rows = np.arange(3)
+    expected = np.stack([images.load_for_model(p, 48, occlusion="lungs") for p in paths])
+    np.testing.assert_array_equal(occluded.read(rows), expected)
+    assert not np.array_equal(plain.read(rows), occluded.read(rows))

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from cxr_core import evaluate, run_tables
+from cxr_core.config import UserError
 from cxr_core.store import Run
 
 
@@ -110,3 +111,17 @@ def test_align_predictions_keeps_the_images_both_runs_saw():
     assert sorted(both.index) == ["y", "z"]
     assert both.loc["z", "probability_a"] == 0.8 and both.loc["z", "probability_b"] == 0.3
     assert run_tables.same_images([a, a.copy()]) and not run_tables.same_images([a, b])
+
+
+def test_the_images_behind_an_evaluation_are_found_under_the_folder_it_was_scored_on(tmp_path):
+    own, other = tmp_path / "own" / "chest_xray", tmp_path / "other"
+    for folder in (own / "train" / "NORMAL", own / "test" / "NORMAL", other / "test" / "NORMAL"):
+        folder.mkdir(parents=True)
+    run = _fake_run(tmp_path)
+    run.settings["data_dir"] = str(own.parent)  # the Kaggle nesting: chest_xray/ inside the folder given
+    assert run_tables.image_root(run) == own
+    assert run_tables.image_root(run, {"data_dir": None}) == own
+    assert run_tables.image_root(run, {"data_dir": str(other)}) == other
+    run.settings["data_dir"] = str(tmp_path / "moved")
+    with pytest.raises(UserError, match="does not exist"):
+        run_tables.image_root(run)

@@ -15,9 +15,8 @@ import sys
 import pytest
 from PIL import Image
 
-from conftest import PROJECT_ROOT
+from cxr_core.config import PROJECT_ROOT
 
-sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 import screenshots  # noqa: E402
 
 pytestmark = pytest.mark.skipif((shutil.which("chromium") or shutil.which("chromium-browser")) is None,

@@ -7,14 +7,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
 from cxr_core.config import UserError
-from cxr_core.store import RunStore, atomic_write_csv, atomic_write_json
+from cxr_core.store import (OWN, RunStore, atomic_write_csv, atomic_write_json, evaluation_files, occluded_source,
+                             pid_alive, process_start, split_source)
 
 
 def tiny_model() -> keras.Model:
@@ -37,8 +40,8 @@ def dead_pid() -> int:
 
 
 def live_job_process() -> subprocess.Popen:
-    """A live process whose command line names cxr_core, as a real training job's does."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "cxr_core"])
+    """A live process, standing in for a training job."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 
 
 # --- atomic writes --------------------------------------------------------------------------------
@@ -137,16 +140,46 @@ def test_running_with_dead_pid_is_interrupted(tmp_path):
     run = store.new_run({"model": "baseline_cnn"}, "/data")
     store.set_status(run.run_id, state="running", pid=dead_pid())
     assert store.get(run.run_id).state == "interrupted"
-    # A live process that is not a cxr_core job (the pid was reused) does not count either; a job does.
-    for start, state in ((lambda: subprocess.Popen(["sleep", "60"]), "interrupted"), (live_job_process, "running")):
-        process = start()
-        try:
-            store.set_status(run.run_id, state="running", pid=process.pid)
-            assert store.get(run.run_id).state == state
-        finally:
-            process.kill()
-            process.wait()
+    process = live_job_process()
+    try:
+        store.set_status(run.run_id, state="running", pid=process.pid)
+        assert store.get(run.run_id).status["pid_start"] == process_start(process.pid)  # recorded with the pid
+        assert store.get(run.run_id).state == "running"
+    finally:
+        process.kill()
+        process.wait()
     assert store.get(run.run_id).state == "interrupted"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="start times come from /proc (Linux)")
+def test_a_recycled_pid_is_not_the_run_that_recorded_it(tmp_path):
+    """The job died and the kernel gave its pid to a newer process: same pid, later start time."""
+    store = RunStore(tmp_path)
+    run = store.new_run({"model": "baseline_cnn"}, "/data")
+    newcomer = live_job_process()
+    try:
+        store.set_status(run.run_id, state="running", pid=newcomer.pid, pid_start=process_start(newcomer.pid) - 1)
+        assert store.get(run.run_id).state == "interrupted"
+        assert not pid_alive(newcomer.pid, process_start(newcomer.pid) - 1)
+        assert pid_alive(newcomer.pid, process_start(newcomer.pid)) and pid_alive(newcomer.pid)
+    finally:
+        newcomer.kill()
+        newcomer.wait()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="process states come from /proc (Linux)")
+def test_a_finished_process_not_yet_reaped_is_not_alive():
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        start = process_start(zombie.pid)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.02)
+        assert not pid_alive(zombie.pid, start)
+    finally:
+        zombie.wait()
+    assert process_start(zombie.pid) is None and not pid_alive(zombie.pid)
 
 
 @pytest.mark.parametrize("run_id", ["../x", "..", ".", "/etc", "a/b", "", "x\n", "..\\x", "a\0b", "~root", "x" * 200])
@@ -268,3 +301,12 @@ def test_threshold_and_split_files_that_are_corrupt_are_user_errors(tmp_path):
     (store.run_path(run_id) / "split.csv").write_bytes(b"")
     with pytest.raises(UserError, match="split.csv"):
         store.split(run_id)
+
+
+def test_source_keys_of_occluded_evaluations():
+    assert occluded_source(OWN, "lungs") == "own+occlude-lungs"
+    assert occluded_source("chest_xray", None) == "chest_xray"
+    assert split_source("chest_xray+occlude-outside") == ("chest_xray", "outside")
+    assert split_source(OWN) == (OWN, None)
+    assert evaluation_files(RunStore("/tmp").run_path("r"), "test", "own+occlude-lungs")[0].name == \
+        "evaluation_test@own+occlude-lungs.json"

@@ -28,7 +28,7 @@ from cxr_core.registry import STUDY_MODELS as MODEL_NAMES, default_settings
 from cxr_core.store import RunState, RunStore
 from ui import teacher
 
-from conftest import PROJECT_ROOT
+from cxr_core.config import PROJECT_ROOT
 
 APP = str(PROJECT_ROOT / "app.py")
 TRAIN, COMPARE, LESSON = "pages/2_train.py", "pages/3_compare.py", "pages/5_lesson.py"

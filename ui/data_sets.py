@@ -25,7 +25,7 @@ def sources() -> dict[str, Path | None]:
     any other path on the server's disk.
     """
     roots = [config.configured_data_dir()]
-    roots += [Path(p).expanduser() for p in os.environ.get("CXR_DATA_ROOTS", "").split(os.pathsep) if p.strip()]
+    roots += config.extra_data_roots()
     offered: dict[str, Path | None] = {}
     for root in roots:
         if root is not None and str(root) not in {str(p) for p in offered.values()}:

@@ -33,8 +33,8 @@ class Context:
 
 
 @st.cache_data(max_entries=8, show_spinner="Measuring: a nearest-neighbour classifier under both splits...")
-def _leakage(root: str) -> dict:
-    return lesson.leakage_experiment(data_sets.load_split(root)[0].manifest)
+def _validation_and_patients(root: str) -> dict:
+    return lesson.validation_and_patients(*data_sets.load_split(root))
 
 
 def queue_training(ctx: Context, models, label: str, weights: str | None = None,
@@ -115,14 +115,14 @@ def census(ctx: Context) -> None:
 
 
 def validation_trap(ctx: Context) -> None:
-    official_val = int((ctx.scan.manifest["source_split"] == "val").sum())
+    numbers = _validation_and_patients(str(ctx.scan.root))  # lesson.summary's step 2, with each repeat's runs
     cols = st.columns(3)
-    cols[0].metric("Images in the official val folder", official_val)
-    naive = explore.naive_split_leakage(ctx.scan.manifest)
-    cols[1].metric("Children on both sides of a random image split (train/test)", naive["train/test"])
-    ours = {row["pair"]: row["shared_ids"] for row in data.leakage_report(ctx.split) if row["exact"]}
-    cols[2].metric("The same, in the patient-level split used here", sum(ours.values()))
-    measured = _leakage(str(ctx.scan.root))
+    cols[0].metric("Images in the official val folder", numbers["official_val_images"])
+    cols[1].metric("Children on both sides of a random image split (train/test)",
+                   numbers["naive_split_children_on_both_sides"]["train/test"])
+    cols[2].metric("The same, in the patient-level split used here",
+                   sum(row["shared_ids"] for row in numbers["leakage_check"] if row["exact"]))
+    measured = numbers["measured"]
     st.subheader("How much does an image-level split overstate accuracy? Measured:")
     cols = st.columns(3)
     cols[0].metric("Image-level split: accuracy", f"{measured['image_level_accuracy']:.3f}")
@@ -205,7 +205,7 @@ def shift(ctx: Context) -> None:
     else:
         st.info("This run has been scored on its own test split only. Score it on another labelled folder "
                 "(the official test split, configured on the server) to see the shift.")
-    ui_runs.score_on_folder([run], ctx.store)
+    ui_runs.score_on_folder([run], ctx.store, page="lesson")
 
 
 def calibration_step(ctx: Context) -> None:
@@ -246,7 +246,7 @@ def shortcuts(ctx: Context) -> None:
     metrics_table(table)
     pred = ui_runs.predictions(run.run_id, "test", ctx.store)
     if pred is not None and len(pred):
-        path = data.resolve_root(run.settings["data_dir"], require_train=False) / pred["path"].iloc[0]
+        path = run_tables.image_root(run) / pred["path"].iloc[0]
         cols = st.columns(3)
         for col, (how, caption) in zip(cols, ((None, "as scored"), ("lungs", "lung fields blacked out"),
                                               ("outside", "only the lung fields kept"))):
@@ -266,7 +266,7 @@ def saliency(ctx: Context) -> None:
         return
     names = pred.sort_values("probability", ascending=False)["path"].head(12).tolist()
     picked = st.selectbox("Image (the run's most confident PNEUMONIA calls)", names, key="lesson_saliency_image")
-    path = str(data.resolve_root(run.settings["data_dir"], require_train=False) / picked)
+    path = str(run_tables.image_root(run) / picked)
     threshold = ctx.store.threshold(run.run_id)
     label = "PNEUMONIA" if float(pred.set_index("path").loc[picked, "probability"]) >= threshold else "NORMAL"
     # Both maps come from the predictor process: the server never loads TensorFlow.

@@ -74,8 +74,12 @@ def finished_or_stop(runs: RunStore, empty_message: str) -> dict:
     return finished
 
 
-def score_on_folder(chosen: list, runs: RunStore) -> None:
-    """One click queues scoring `chosen` runs on a configured labelled folder; progress shows in place."""
+def score_on_folder(chosen: list, runs: RunStore, page: str) -> None:
+    """One click queues scoring `chosen` runs on a configured labelled folder; progress shows in place.
+
+    `page` keeps each page's widgets and its "scoring" flag apart: scoring started on Compare is
+    followed on Compare, not on the Lesson."""
+    scoring = f"_scoring_{page}"
     with st.expander("Score these runs on another labelled folder"):
         st.caption("For example the official test split: a folder with test/NORMAL and test/PNEUMONIA (or bare "
                    "NORMAL/ and PNEUMONIA/ folders), configured on the server with CXR_DATA_DIR or CXR_DATA_ROOTS. "
@@ -83,21 +87,22 @@ def score_on_folder(chosen: list, runs: RunStore) -> None:
                    "run's own evaluation.")
         may_queue = teacher.allowed("queue scorings")
         cols = st.columns([3, 1])
-        label = cols[0].selectbox("Folder", list(data_sets.sources()), key="score_folder", label_visibility="collapsed")
+        label = cols[0].selectbox("Folder", list(data_sets.sources()), key=f"{page}_score_folder",
+                                  label_visibility="collapsed")
         if cols[1].button("Score", icon=":material/playlist_add:", disabled=not chosen or not may_queue,
-                          key="score_button") and may_queue:
+                          key=f"{page}_score_button") and may_queue:
             try:
                 for run in chosen:
                     jobs.submit_evaluation(run.run_id, data_sets.folder(label), runs)
             except UserError as error:
                 st.error(str(error))
-            st.session_state["_scoring"] = True
-        if st.session_state.get("_scoring"):
-            _scoring_progress(tuple(run.run_id for run in chosen), str(runs.root))
+            st.session_state[scoring] = True
+        if st.session_state.get(scoring):
+            _scoring_progress(tuple(run.run_id for run in chosen), str(runs.root), scoring)
 
 
 @st.fragment(run_every=3)
-def _scoring_progress(run_ids: tuple, root: str) -> None:
+def _scoring_progress(run_ids: tuple, root: str, scoring: str) -> None:
     requests = [r for r in jobs.evaluation_requests(RunStore(root)) if r["run"] in run_ids]
     pending = [r for r in requests if r["state"] in ACTIVE_STATES]
     for request in requests[-len(run_ids):]:
@@ -106,5 +111,5 @@ def _scoring_progress(run_ids: tuple, root: str) -> None:
     if pending:
         st.info(f"Scoring {len(pending)} run(s): " + ", ".join(f"{r['run']} ({r['state']})" for r in pending))
     else:
-        st.session_state["_scoring"] = False
+        st.session_state[scoring] = False
         st.rerun()  # the whole page, so the new folder appears in "Evaluated on"

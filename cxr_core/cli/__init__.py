@@ -30,10 +30,9 @@ when any file could not be read.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from ..config import UserError
+from ..config import UserError, set_tensorflow_log_level
 from . import data_commands, run_commands, study_commands
 
 
@@ -76,7 +75,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.verbose:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # the worker it may start inherits it
+            set_tensorflow_log_level(verbose=True)  # the worker it may start inherits it
         elif args.command in _TENSORFLOW_COMMANDS:
             from ..quiet import import_tensorflow
 

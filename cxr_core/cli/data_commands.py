@@ -44,8 +44,8 @@ def cmd_info(args) -> int:
         print("skipped: " + ", ".join(f"{v} {k}" for k, v in scan.skipped.items()))
     print(f"\nsplits used for training (by patient, seed {args.seed}):")
     print(summary.to_string(index=False))
-    for level, sentence in explore.leakage_findings(info["leakage"], explore.naive_split_leakage(scan.manifest)):
-        print(f"{level}: {sentence}" if level == "error" else sentence)  # what the Dataset page shows
+    for severity, sentence in explore.leakage_findings(info["leakage"], explore.naive_split_leakage(scan.manifest)):
+        print(f"error: {sentence}" if severity == explore.LEAKAGE else sentence)  # what the Dataset page shows
     print(best_run_line(info["best_run"]))
     return 0
 

@@ -85,7 +85,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ..inference import load_run, predict_files
+    from ..inference import load_run, predict_files, shown_label
 
     if args.heatmap and len(args.files) != 1:
         raise UserError(f"--heatmap writes one image: pass one FILE, not {len(args.files)}")
@@ -110,9 +110,10 @@ def cmd_predict(args) -> int:
         elif "error" in result:
             print(f"error: {result['error']}", file=sys.stderr)
         else:
-            print(f"{result['file']}: {result['label']} (P(pneumonia) {result['probability']:.3f}, threshold {result['threshold']:.3f})"
-                  + (f" - NOT LIKE THE TRAINING X-RAYS, do not trust this label: {result['warning']}"
-                     if result["in_distribution"] is False else ""))
+            print(f"{result['file']}: {shown_label(result)} (P(pneumonia) {result['probability']:.3f}, threshold "
+                  f"{result['threshold']:.3f})" + (f" - not like the training X-rays ({result['warning']}): the model's "
+                                                   f"call, {result['label']}, is not to be trusted"
+                                                   if result["in_distribution"] is False else ""))
     return 1 if any("error" in r for r in results) else 0
 
 
