@@ -64,7 +64,7 @@ def decode_image(data: bytes, name: str = "image", *, target_size: int | None = 
     try:
         with _quiet_decoders():
             if _is_dicom(data):
-                return _decode_dicom(data, name)
+                return _dicom_decoder()(data, name)
             return _decode_pillow(data, name, target_size)
     except ImageDecodeError:
         raise
@@ -215,7 +215,7 @@ def image_info(path: str | os.PathLike) -> dict:
             head = f.read(132)
             f.seek(0)
             if _is_dicom(head):
-                import pydicom  # lazy, as in _decode_dicom
+                import pydicom  # lazy, as in dicom.decode_dicom
 
                 ds = pydicom.dcmread(f, force=True, stop_before_pixels=True)
                 return {"width": int(ds.Columns), "height": int(ds.Rows),
@@ -325,46 +325,7 @@ def _stretch(arr: np.ndarray) -> np.ndarray:
     return np.rint((arr - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
-def _decode_dicom(data: bytes, name: str) -> np.ndarray:
-    import pydicom  # lazy: only DICOM uploads pay for it
-    from pydicom import uid
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+def _dicom_decoder():
+    from .dicom import decode_dicom  # lazy: only DICOM uploads pay for pydicom
 
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except Exception:
-        raise ImageDecodeError(f"{name}: looks like DICOM but cannot be parsed - re-export it from the viewer") from None
-    if "PixelData" not in ds:
-        raise ImageDecodeError(
-            f"{name}: this DICOM file holds no image (no pixel data; perhaps a report) - upload the X-ray image itself")
-    _check_shape(int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), name)
-    if "TransferSyntaxUID" not in ds.file_meta:
-        # Preamble-less files have no meta header: use the encoding pydicom found while reading.
-        implicit, little = ds.original_encoding
-        ds.file_meta.TransferSyntaxUID = uid.ImplicitVRLittleEndian if implicit else (
-            uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
-    syntax = ds.file_meta.TransferSyntaxUID
-    try:
-        ds.pixel_array_options(index=0)  # decode only the first frame of a multi-frame file
-        arr = ds.pixel_array
-    except Exception:
-        if syntax.is_compressed:
-            problem = f"DICOM compression '{syntax.name}' is not supported here"
-        else:
-            problem = "the DICOM pixel data cannot be read"
-        raise ImageDecodeError(f"{name}: {problem} - export it as uncompressed DICOM or PNG") from None
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if photometric == "PALETTE COLOR":
-        arr = apply_color_lut(arr, ds)
-    if arr.ndim == 3:  # colour (pydicom hands YBR over as RGB): luma, as Pillow's "L"
-        luma = arr[..., :3].astype(np.float64) @ [0.299, 0.587, 0.114]
-        return np.rint(luma).astype(np.uint8) if arr.dtype == np.uint8 else _stretch(luma)
-    arr = apply_modality_lut(arr, ds)  # RescaleSlope/Intercept: stored values -> real units
-    if "WindowCenter" in ds or "VOILUTSequence" in ds:
-        try:
-            arr = apply_voi_lut(arr, ds, index=0)  # the window the radiologist's viewer would use
-        except Exception:
-            pass  # a malformed window falls back to the image's own range
-    gray = _stretch(arr)
-    # MONOCHROME1 stores bone as low values; invert so bone is bright, as on every other X-ray.
-    return 255 - gray if photometric == "MONOCHROME1" else gray
+    return decode_dicom

@@ -5,26 +5,21 @@ from __future__ import annotations
 import io
 import os
 import struct
-import time
 import tracemalloc
 import warnings
 import zlib
 
 import numpy as np
-import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, ExplicitVRLittleEndian, generate_uid
 
 from cxr_core import images
 from cxr_core.config import UserError
 from cxr_core.images import ImageDecodeError, decode_image, image_info, load_for_model, preprocess, read_image_file
 
-CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+from dicom_files import bone_on_background, make_dicom
 
 
 def encode(img: Image.Image, fmt: str, **options) -> bytes:
@@ -46,34 +41,6 @@ def png_claiming_size(width: int, height: int) -> bytes:
     data[16:24] = struct.pack(">II", width, height)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     return bytes(data)
-
-
-def make_dicom(pixels, photometric="MONOCHROME2", syntax=ExplicitVRLittleEndian, **elements) -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.file_meta.MediaStorageSOPClassUID = CR_STORAGE
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.Modality = CR_STORAGE, "CR"
-    if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = pixels.astype("<u2").tobytes()
-        if syntax.is_compressed:  # a frame that no codec can decode, encapsulated as the syntax requires
-            ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + bytes(200)])
-            ds["PixelData"].VR = "OB"
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
-def bone_on_background(bone: int, background: int) -> np.ndarray:
-    pixels = np.full((64, 64), background, np.uint16)
-    pixels[16:48, 16:48] = bone
-    return pixels
 
 
 # --- refusals: each names the file, says what is wrong and what to do -----------------
@@ -243,71 +210,12 @@ def test_exif_orientation_is_applied():
     assert gray[:90].mean() > 240 and gray[110:].mean() < 15
 
 
-def test_large_jpeg_is_drafted_to_the_target_size_fast():
+def test_large_jpeg_is_drafted_to_the_target_size():
     img = Image.effect_noise((3000, 2500), 40).convert("L")
     data = encode(img, "JPEG", quality=85)
-    start = time.perf_counter()
     gray = decode_image(data, "big.jpeg", target_size=224)
-    elapsed = time.perf_counter() - start
-    assert min(gray.shape) >= 224 and max(gray.shape) <= 3000 // 4  # a DCT-scaled decode
-    assert elapsed < 2.0
+    assert min(gray.shape) >= 224 and max(gray.shape) <= 3000 // 4  # a DCT-scaled decode: never the full frame
     assert decode_image(data).shape == (2500, 3000)  # no hint: full size
-
-
-# --- DICOM ---------------------------------------------------------------------------
-
-def test_dicom_monochrome2_bone_is_bright():
-    gray = decode_image(make_dicom(bone_on_background(bone=3800, background=200)), "chest.dcm")
-    assert gray.shape == (64, 64) and gray.dtype == np.uint8
-    assert gray[32, 32] == 255 and gray[0, 0] == 0
-
-
-def test_dicom_monochrome1_is_inverted_so_bone_is_bright():
-    data = make_dicom(bone_on_background(bone=200, background=3800), photometric="MONOCHROME1")
-    gray = decode_image(data, "chest.dcm")
-    assert gray[32, 32] == 255 and gray[0, 0] == 0
-
-
-def test_dicom_rescale_and_window_are_applied():
-    # Stored 0..2000 with intercept -1000 means real -1000..1000; a window of
-    # centre 0, width 1000 shows -500..500: stored 1000 (real 0) is mid-grey.
-    pixels = np.zeros((64, 64), np.uint16)
-    pixels[:, 16:32], pixels[:, 32:48], pixels[:, 48:] = 400, 1000, 2000
-    gray = decode_image(make_dicom(pixels, RescaleSlope=1, RescaleIntercept=-1000, WindowCenter=0, WindowWidth=1000))
-    assert gray[0, 0] == 0 and gray[0, 20] == 0 and gray[0, 60] == 255
-    assert abs(int(gray[0, 40]) - 128) <= 3
-
-
-def test_preamble_less_dicom_is_recognised():
-    ds = pydicom.dcmread(io.BytesIO(make_dicom(bone_on_background(3000, 100))))
-    del ds.file_meta
-    ds.preamble = None
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, implicit_vr=True, little_endian=True)
-    assert buf.getvalue()[128:132] != b"DICM"
-    gray = decode_image(buf.getvalue(), "old.dcm")
-    assert gray[32, 32] == 255 and gray[0, 0] == 0
-
-
-def test_dicom_named_png_is_read_and_reported_by_content(tmp_path):
-    path = tmp_path / "scan.png"
-    path.write_bytes(make_dicom(bone_on_background(3000, 100)))
-    assert read_image_file(path).shape == (64, 64)
-    assert image_info(path) == {"width": 64, "height": 64, "mode": "MONOCHROME2", "format": "DICOM"}
-
-
-@pytest.mark.parametrize("syntax", [JPEGLSLossless, JPEG2000Lossless])
-def test_dicom_with_undecodable_compression(syntax):
-    message = refusal(make_dicom(bone_on_background(3000, 100), syntax=syntax), "ct.dcm")
-    assert "not supported" in message and "uncompressed DICOM or PNG" in message
-
-
-def test_dicom_without_pixel_data():
-    assert "holds no image" in refusal(make_dicom(None), "report.dcm")
-
-
-def test_dicom_with_sliver_shape_is_refused_before_decoding():
-    assert "not a chest X-ray shape" in refusal(make_dicom(np.zeros((8, 4000), np.uint16)), "s.dcm")
 
 
 # --- hostile bytes: an array or an ImageDecodeError, nothing else -----------------------
