@@ -39,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import UserError, runs_dir
+from .processes import pid_alive, process_record
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # The run's own split; any other source is a folder key (see folder_key).
@@ -99,49 +100,6 @@ def read_json(path: Path, default=None):
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return default
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (field 3 onwards); None without /proc."""
-    try:
-        # The command name (field 2) is in parentheses and may hold spaces: split after its ")".
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def process_start(pid) -> int | None:
-    """When process `pid` started (/proc/<pid>/stat field 22, clock ticks after boot); None where unknown.
-
-    A pid is reused once its process is gone; the pair (pid, start) names one process for good."""
-    fields = _proc_stat(pid) if isinstance(pid, int) and pid > 0 else None
-    return int(fields[19]) if fields else None
-
-
-def process_record(pid: int) -> dict:
-    """What a status file stores to find the process again: its pid and start time."""
-    return {"pid": pid, "pid_start": process_start(pid)}
-
-
-def pid_alive(pid, start=None) -> bool:
-    """True while `pid` is a live process, and the same one that recorded `start` (process_start).
-
-    Without /proc (macOS), or with no start recorded (files written before it was), a live pid is
-    all there is to go on."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, and another user's: recycled, unless the start time says otherwise below
-    fields = _proc_stat(pid)
-    if fields is None:
-        return True
-    if fields[0] == "Z":  # a zombie has finished: it waits only for its parent to read its exit status
-        return False
-    return start is None or int(fields[19]) == start
 
 
 @dataclass
