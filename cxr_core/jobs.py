@@ -23,67 +23,21 @@ runs, so scoring never competes with training for the cores.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from .config import PROJECT_ROOT, TrainSettings, UserError, max_queued, worker_niceness
 from .quiet import import_tensorflow
-from .store import ACTIVE_STATES, RunState, RunStore, atomic_write_json, pid_alive, process_record, read_json
+from .locks import acquire, busy, queue_lock, trains_here, worker_lock, worker_running  # noqa: F401  worker_lock: the CLI's
+from .processes import pid_alive, process_record
+from .store import ACTIVE_STATES, RunState, RunStore, atomic_write_json, read_json
 
-LOCK_NAME = ".worker.lock"
-QUEUE_LOCK_NAME = ".queue.lock"
 EVALUATIONS = ".evaluations"
-# Run stores whose worker lock this process holds: a run it submits there, it trains itself now.
-_training_here: set[str] = set()
-
-
-def _acquire(store: RunStore, wait: bool = False):
-    """The locked lock file's handle, or None if another process holds the lock."""
-    store.root.mkdir(parents=True, exist_ok=True)
-    handle = open(store.root / LOCK_NAME, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
-def _busy(store: RunStore) -> UserError:
-    running = [r.run_id for r in store.list() if r.state == RunState.RUNNING]
-    what = f"run {running[0]}" if running else "another run"
-    return UserError(f"a training job is already running ({what}); wait for it or stop it first")
-
-
-@contextmanager
-def worker_lock(store: RunStore, wait: bool = False):
-    """Hold the single-worker lock, or raise UserError if another worker has it."""
-    handle = _acquire(store, wait)
-    if handle is None:
-        raise _busy(store)
-    _training_here.add(str(store.root.resolve()))
-    try:
-        yield
-    finally:
-        _training_here.discard(str(store.root.resolve()))
-        handle.close()
-
-
-def worker_running(store: RunStore) -> bool:
-    handle = _acquire(store)
-    if handle is None:
-        return True
-    handle.close()
-    return False
-
-
 def queued(store: RunStore) -> list:
     return sorted((r for r in store.list() if r.state == RunState.QUEUED), key=lambda r: r.created)
 
@@ -96,15 +50,6 @@ def check_room(store: RunStore, requests: int = 1) -> None:
         more = "" if requests == 1 else f" for {requests} more"
         raise UserError(f"the queue is full{more}: {waiting} runs and scorings already wait for the worker "
                         f"(at most {limit}, set by CXR_MAX_QUEUED); wait for some to finish or remove a queued run")
-
-
-@contextmanager
-def _queue_lock(store: RunStore):
-    """Serialise "is there room? then queue" between sessions and processes, so the bound holds."""
-    store.root.mkdir(parents=True, exist_ok=True)
-    with open(store.root / QUEUE_LOCK_NAME, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def run_one(run_id: str, store: RunStore, echo=print) -> str:
@@ -129,7 +74,7 @@ def submit_evaluation(run_id: str, data_dir, store: RunStore | None = None, *, s
     if run.state != RunState.DONE:
         raise UserError(f"run {run_id} is {run.state}; only finished runs can be evaluated")
     root = str(data_mod.resolve_root(data_dir, require_train=False))
-    with _queue_lock(store):
+    with queue_lock(store):
         for request in evaluation_requests(store):
             if (request["run"], request["data_dir"], request["split"], request.get("occlusion")) == \
                     (run_id, root, split, occlusion) and request["state"] in ACTIVE_STATES:
@@ -195,16 +140,16 @@ def work(store: RunStore, echo=print) -> list[str]:
 
     Returns the run ids trained."""
     trained: list[str] = []
-    handle = _acquire(store)
+    handle = acquire(store)
     # worker_running() takes the lock for an instant to test it: a worker starting
     # at that moment waits that instant out rather than giving up.
     for _ in range(20):
         if handle is not None:
             break
         time.sleep(0.1)
-        handle = _acquire(store)
+        handle = acquire(store)
     if handle is None:
-        raise _busy(store)
+        raise busy(store)
     while handle is not None:
         try:
             while True:
@@ -229,7 +174,7 @@ def work(store: RunStore, echo=print) -> list[str]:
         # If another process holds the lock by now, it does the same when it ends.
         if not queued(store) and not queued_evaluations(store):
             break
-        handle = _acquire(store)
+        handle = acquire(store)
     return trained
 
 
@@ -281,8 +226,8 @@ def submit(settings: TrainSettings, data_dir, store: RunStore | None = None, *, 
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.exists():
         raise UserError(f"data folder {data_dir} does not exist")
-    with _queue_lock(store):
-        if str(store.root.resolve()) not in _training_here:
+    with queue_lock(store):
+        if not trains_here(store):
             check_room(store)
         run = store.new_run(settings.to_dict(), str(data_dir), state=RunState.QUEUED)
     if start:
