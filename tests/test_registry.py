@@ -89,6 +89,11 @@ def test_a_registered_model_trains_through_the_cli(tiny_model, demo_dir, tmp_pat
     assert code == 0
     run = RunStore(tmp_path).get(run_id)
     assert run.model == "tiny_cnn" and run.state == "done" and run.has_model
+    assert main(["runs", "--json", "--runs", str(tmp_path)]) == 0
+    import json
+
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["run"], listed["model"], listed["recipe"]) == (run_id, "tiny_cnn", "improved")
 
 
 def test_a_registered_model_is_on_the_train_page(tiny_model, demo_dir, monkeypatch):

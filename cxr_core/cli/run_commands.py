@@ -129,7 +129,8 @@ def cmd_runs(args) -> int:
     for row in rows:
         metrics = f"  test AUC {row['auc']:.3f}  accuracy {row['accuracy']:.3f}" if row["auc"] is not None else ""
         progress = f"  {row['progress']}" if row["progress"] else ""
-        print(f"{row['run']}  {row['model']:<22} {row['state']:<11}{metrics}{progress}"
+        recipe = "  (study recipe)" if row["recipe"] == registry.Recipe.STUDY else ""
+        print(f"{row['run']}  {row['model']:<22} {row['state']:<11}{metrics}{progress}{recipe}"
               f"{'  ' + row['error'] if row['error'] else ''}" + ("  (SYNTHETIC demo data)" if row["synthetic"] else ""))
     return 0
 
