@@ -292,10 +292,7 @@ def publish(result: dict, args) -> None:
 
 
 def render_stored(args) -> int:
-    try:
-        result = json.loads((args.out / "ablation.json").read_text())
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"--render: cannot read {args.out / 'ablation.json'} ({error}); run the benchmark first")
+    result = common.read_results(args.out, "ablation")
     common.write_results(args.out, "ablation", result, "# Recipe ablation\n\n" + render(result))
     publish(result, args)
     return 0

@@ -6,6 +6,7 @@ Not a script; `benchmarks/quality.py` and `benchmarks/speed.py` import it.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -210,6 +211,15 @@ def add_docs_flags(parser) -> None:
     parser.add_argument("--update-docs", "--update-readme", dest="update_docs", action="store_true",
                         help="rewrite this benchmark's generated sections of README.md and docs/")
     parser.add_argument("--docs-root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
+
+
+def read_results(out_dir: Path, stem: str) -> dict:
+    """A benchmark's stored result (OUT/STEM.json), for --render; exits with what to do when there is none."""
+    path = Path(out_dir) / f"{stem}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--render: cannot read {path} ({error}); run the benchmark first")
 
 
 def write_results(out_dir: Path, stem: str, result: dict, markdown: str) -> tuple[Path, Path]:

@@ -355,10 +355,7 @@ def publish(result: dict, args) -> None:
 
 
 def render_stored(args) -> int:
-    try:
-        result = json.loads((args.out / "quality.json").read_text())
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"--render: cannot read {args.out / 'quality.json'} ({error}); run the benchmark first")
+    result = common.read_results(args.out, "quality")
     common.write_results(args.out, "quality", result, "# Quality benchmark\n\n" + render(result))
     publish(result, args)
     return 0
