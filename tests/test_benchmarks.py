@@ -335,7 +335,7 @@ def test_speed_training_and_memory(bench_data, fake_app, tmp_path):
         assert run["evaluation_s"] == pytest.approx(sum(e["eval_s"] for e in epochs)) and run["evaluation_s"] > 0
         assert run["time_to_quality"]["target"] == target
         rule = epochs[0]["threshold_rule"]
-        assert rule == "fixed 0.5" if side != "ours" else rule.startswith("highest specificity")
+        assert rule == "fixed at 0.5" if side != "ours" else rule.startswith("highest specificity")
     # The seed recipe always reaches its own final figures, at its final epoch or sooner.
     seed_ttq = runs["seed_regularized"]["time_to_quality"]
     assert seed_ttq["reached"] and seed_ttq["wall_s"] == runs["seed_regularized"]["per_epoch"][seed_ttq["epoch"] - 1]["wall_s"]
@@ -348,7 +348,7 @@ def test_speed_training_and_memory(bench_data, fake_app, tmp_path):
     assert 0 < memory["dashboard"]["peak_rss_mib"] < 8192
     speed = section(root, "speed")
     assert "time to quality, ours / seed regularized recipe, 1 repeat(s)" in speed and "training peak memory" in speed
-    assert "| seed baseline CNN |" in speed and "dev scoring (excluded)" in speed
+    assert "| baseline_cnn, the study's recipe |" in speed and "dev scoring (excluded)" in speed
     assert section(root, "classroom") == section(PROJECT_ROOT, "classroom")
 
 

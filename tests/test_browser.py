@@ -165,7 +165,7 @@ def test_the_lesson_walks_forwards_and_a_step_link_opens_that_step(server, page)
     text = _visit(page, f"{server}/lesson?step=4", "4. Sensitivity against specificity", "lesson_4")
     # The server shows the default demo set, on which no run was trained: the step offers to train one.
     assert "How many false alarms would you accept" in text and "step=4" in page.url
-    assert page.get_by_role("button", name="Train the regularized CNN (the study's best recipe)").count() == 1
+    assert page.get_by_role("button", name="Train regularized_cnn (our recipe)").count() == 1
     page.get_by_role("button", name="Previous").first.click()
     page.get_by_role("heading", name="3. Baseline against regularized").wait_for()
     _settle(page)

@@ -306,7 +306,7 @@ def test_compare_score_on_another_folder(who, store, finished, demo_data, no_wor
 @pytest.mark.parametrize("who", STATES)
 def test_lesson_queues_training(who, store, demo_data, no_worker, monkeypatch):
     at = open_as(who, monkeypatch, LESSON, step=4)
-    label = "Train the regularized CNN (the study's best recipe)"
+    label = "Train regularized_cnn (our recipe)"
     expect_lock(at, who, label, "queue training runs")
     press(at, label)
     assert [r.model for r in jobs.queued(store)] == ([] if who == "student" else ["regularized_cnn"])
