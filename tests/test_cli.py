@@ -312,7 +312,7 @@ def bad_paths(tmp_path, demo_dir):
     (["evaluate", "../etc", "--runs", "{runs}"], "invalid run id"),
     (["evaluate", "x", "--split", "holdout", "--runs", "{runs}"], "invalid choice"),
     (["predict", "no-such-run", "a.jpeg", "--runs", "{runs}"], "no run"),
-    (["predict", "x"], "the following arguments are required: files"),
+    (["predict", "x"], "the following arguments are required: FILE"),
     (["cancel", "/etc/passwd", "--runs", "{runs}"], "invalid run id"),
 ])
 def test_errors_are_one_line(args, expected, bad_paths, capsys):
