@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 
 import common
+from cxr_core import registry
 from cxr_core.config import METRIC_LABELS as LABELS, METRICS
 
-MODEL = "regularized_cnn"
+MODEL = registry.DEFAULT_MODEL
 DEFAULT_TEST = common.DEFAULT_TEST_DATA
 METRIC_LABELS = tuple(LABELS[m] for m in METRICS)
 

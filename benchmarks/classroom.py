@@ -43,6 +43,7 @@ from pathlib import Path
 import classroom_report
 import common  # benchmarks/common.py
 
+from cxr_core import registry
 from cxr_core import jobs
 from cxr_core.registry import default_settings
 from cxr_core.store import RunStore
@@ -59,7 +60,7 @@ IDLE = ("() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('
 
 
 def train_tiny(env: dict, runs: Path) -> str:
-    child = common.run_child([sys.executable, "-m", "cxr_core", "train", "--model", "regularized_cnn",
+    child = common.run_child([sys.executable, "-m", "cxr_core", "train", "--model", registry.DEFAULT_MODEL,
                               "--epochs", "1", "--image-size", "64", "--runs", str(runs)], env=env, echo=False)
     if child["rc"] != 0:
         raise RuntimeError("tiny training run failed: " + " | ".join(child["lines"][-3:]))
@@ -69,7 +70,7 @@ def train_tiny(env: dict, runs: Path) -> str:
 def queue_long_run(store: RunStore, data_dir: Path) -> tuple[str, subprocess.Popen]:
     """A run that keeps training through the test (no early stop), trained by the dashboard's own
     background worker (`python -m cxr_core worker`, as the Train page starts it); (run id, worker)."""
-    settings = default_settings("regularized_cnn")
+    settings = default_settings(registry.DEFAULT_MODEL)
     settings.epochs, settings.image_size, settings.batch_size = 200, 128, 16
     settings.early_stopping_patience = 0
     run_id = jobs.submit(settings, data_dir, store, start=False)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 import common
+from cxr_core import registry
 from cxr_core import data as data_mod
 from cxr_core.config import CLASSES
 from cxr_core.registry import default_settings
@@ -79,7 +80,7 @@ def limited_copy(data: Path, limit: int, out: Path, seed: int) -> Path:
 
 def patient_split(data: Path):
     """cxr_core's split, exactly as `python -m cxr_core train` makes it for regularized_cnn."""
-    s = default_settings("regularized_cnn")
+    s = default_settings(registry.DEFAULT_MODEL)
     scan = data_mod.scan_folder(data)
     return data_mod.assign_splits(scan.manifest, val_fraction=s.val_fraction, test_fraction=s.test_fraction, seed=s.seed)
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import common
+from cxr_core import registry
 from speed_data import child_command, fresh
 from speed_predict import profiled
 
@@ -45,7 +46,7 @@ def make_page_store(ctx) -> Path:
     store = fresh(ctx.work / "page-runs")
     env = common.cli_env(CXR_CACHE_DIR=ctx.work / "cache-pages")
     originals = []
-    for model in ("regularized_cnn",):
+    for model in (registry.DEFAULT_MODEL,):
         child = common.run_child([sys.executable, "-m", "cxr_core", "train", "--data", str(ctx.data), "--model", model,
                                   "--runs", str(store), "--epochs", "1", "--image-size", "64"], env=env, echo=False)
         if child["rc"] != 0:

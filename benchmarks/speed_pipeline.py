@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from cxr_core import registry
 from cxr_core.registry import default_settings
 from speed_data import BATCH, env_vars, fresh, seed_dataset, warm_page_cache
 
@@ -19,7 +20,7 @@ def section_pipeline(ctx) -> dict:
 
     train = ctx.split[ctx.split.split == "train"]
     paths, labels = train["path"].tolist(), train["label"].to_numpy()
-    size = default_settings("regularized_cnn").image_size
+    size = default_settings(registry.DEFAULT_MODEL).image_size
     warm_page_cache(paths)
 
     def seed_epoch():

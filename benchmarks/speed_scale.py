@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import common
+from cxr_core import registry
 from cxr_core.config import CLASSES
 from cxr_core.registry import default_settings
 from speed_data import BATCH, child_command, fresh, patient_split
@@ -54,7 +55,7 @@ def scale_child(spec: dict) -> None:
 
 
 def section_scale(ctx) -> dict:
-    size = default_settings("regularized_cnn").image_size
+    size = default_settings(registry.DEFAULT_MODEL).image_size
     rows = []
     for count in sorted({max(200, ctx.args.scale_images // 10), ctx.args.scale_images}):
         print(f"  {count} images", flush=True)
