@@ -175,7 +175,9 @@ def summary(sections: dict) -> list[list]:
         tr = m.get("training")
         if tr:
             seed_peak = None
-            if tr.get("source", "").startswith("the training") and t and "summary" in t and "recipe" in t.get("seed_recipe", {}):
+            # The study's peak beside ours only when one run measured both (same commit).
+            if (tr.get("source", "").startswith("the training") and t and "summary" in t
+                    and "recipe" in t.get("seed_recipe", {}) and t.get("git") == m.get("git")):
                 seed_peak = t["summary"].get("seed_regularized", {}).get("peak_rss_mib", {}).get("max")
             add([f"training peak memory, regularized_cnn ({tr['epochs']} epochs){flags(m)}",
                          f"{tr['peak_rss_mib'] / 1024:.2f} GiB" + (f" (the study's recipe {seed_peak / 1024:.2f} GiB)" if seed_peak else ""),

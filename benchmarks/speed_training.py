@@ -11,6 +11,7 @@ machine's timing noise plus TensorFlow's non-determinism, not seed-to-seed varia
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def side_record(name: str, repeat: int, side: dict) -> dict:
 
 
 def dev_folder(ctx) -> Path:
-    dev = Path(ctx.args.test_data).expanduser().resolve()
+    dev = Path(os.path.abspath(Path(ctx.args.test_data).expanduser()))  # a symlinked shared/ keeps the name given
     if not (dev / "test").is_dir():
         raise RuntimeError(f"no test/ folder in {common.project_relative(dev)}: the training section scores every "
                            "epoch on the official test dev half; pass --test-data with the folder that holds test/")
