@@ -10,7 +10,9 @@ import streamlit as st
 
 from cxr_core import explore
 from cxr_core.store import ACTIVE_STATES, RunState
-from ui import data_sets, home as ui_home, navigation, runs as ui_runs, teacher
+from ui import data_sets, navigation, teacher
+from ui import home as ui_home
+from ui import runs as ui_runs
 from ui.texts import DEMO_LABEL, NOT_CLINICAL, SYNTHETIC_NOTE
 
 st.set_page_config(page_title="Chest X-ray pneumonia study", page_icon=":material/pulmonology:", layout="wide")

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import common
 from cxr_core import registry
-from cxr_core.config import METRIC_LABELS as LABELS, METRICS
+from cxr_core.config import METRIC_LABELS as LABELS
+from cxr_core.config import METRICS
 
 MODEL = registry.DEFAULT_MODEL
 DEFAULT_TEST = common.DEFAULT_TEST_DATA

@@ -41,10 +41,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import classroom_report
-import common  # benchmarks/common.py
 
-from cxr_core import registry
-from cxr_core import jobs
+import common  # benchmarks/common.py
+from cxr_core import jobs, registry
 from cxr_core.registry import default_settings
 from cxr_core.store import RunStore
 

@@ -33,12 +33,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from quality_report import OFFLINE, metric_cell, render
 
 import common
-from quality_report import OFFLINE, metric_cell, render
-from cxr_core import evaluate, reference
+from cxr_core import evaluate, reference, registry
 from cxr_core.config import METRICS, UserError
-from cxr_core import registry
 from cxr_core.registry import default_settings
 from cxr_core.store import OWN, RunStore, evaluation_files
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import common
 from cxr_core import evaluate, reference
-from cxr_core.config import METRIC_LABELS as LABELS, METRICS
+from cxr_core.config import METRIC_LABELS as LABELS
+from cxr_core.config import METRICS
 
 OFFLINE = "random init (ImageNet weights not available offline)"
 METRIC_LABELS = tuple(LABELS[m] for m in METRICS)

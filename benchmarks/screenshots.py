@@ -26,7 +26,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import common
-
 from cxr_core.store import RunStore
 
 WIDTH, HEIGHT = 1200, 900

@@ -51,8 +51,9 @@ def function(module: str, name: str):
 
 
 def parse_args(argv):
-    from cxr_core.registry import names
     from speed_data import DEFAULT_TEST_DATA
+
+    from cxr_core.registry import names
 
     sections_help = "\n".join(f"  {name:<9} {what}" for name, (_, _, what) in SECTIONS.items())
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + "\n\nsections:\n" + sections_help,
@@ -91,9 +92,10 @@ def parse_args(argv):
 
 def measure(args, only: list[str], result: dict) -> bool:
     """Run the chosen sections into result["sections"], writing results after each; True if any failed."""
-    from cxr_core.config import UserError
     from speed_data import Context, limited_copy
     from speed_report import render, section_flags
+
+    from cxr_core.config import UserError
 
     args.work.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="speed-", dir=args.work))

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 import common
-from cxr_core import registry
 from cxr_core import data as data_mod
+from cxr_core import registry
 from cxr_core.config import CLASSES
 from cxr_core.registry import default_settings
 

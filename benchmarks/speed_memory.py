@@ -12,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import common
 from speed_data import child_command
 from speed_ours import train_product
 from speed_pages import discover_pages, make_page_store, page_env
+
+import common
+
 
 def proc_memory(pid: int) -> dict:
     fields = {}

@@ -13,9 +13,10 @@ import json
 import time
 from pathlib import Path
 
-import common
 from speed_data import child_command, fresh
 from speed_time_to_quality import dev_scores
+
+import common
 
 
 def product_predictions(settings, data_dir: str, dev_dir: str):

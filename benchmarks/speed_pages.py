@@ -12,10 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import common
-from cxr_core import registry
 from speed_data import child_command, fresh
 from speed_predict import profiled
+
+import common
+from cxr_core import registry
 
 
 def _is_page_call(func) -> bool:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from speed_data import BATCH, env_vars, fresh, seed_dataset, warm_page_cache
 
 from cxr_core import registry
 from cxr_core.registry import default_settings
-from speed_data import BATCH, env_vars, fresh, seed_dataset, warm_page_cache
 
 
 def section_pipeline(ctx) -> dict:

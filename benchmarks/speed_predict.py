@@ -7,10 +7,10 @@ import io
 import time
 
 import numpy as np
+from speed_data import fresh
 
 import common
 from cxr_core.registry import default_settings
-from speed_data import fresh
 
 
 def upload_jpeg(split) -> bytes:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import common
 from speed_data import DEFAULT_TEST_DATA
 from speed_time_to_quality import DEFINITION, macro_f1_from_rates, spread
 from speed_training import SIDES
+
+import common
 
 TARGETS = {"predict_p95_ms": 150, "gradcam_p95_ms": 500, "page_s": 1.5, "training_peak_gib": 3.0,
            "dashboard_peak_gib": 1.5, "time_to_quality_ratio": 1 / 3}

@@ -8,11 +8,12 @@ import shutil
 import time
 from pathlib import Path
 
+from speed_data import BATCH, child_command, fresh, patient_split
+
 import common
 from cxr_core import registry
 from cxr_core.config import CLASSES
 from cxr_core.registry import default_settings
-from speed_data import BATCH, child_command, fresh, patient_split
 
 
 def synthetic_folder(split, count: int, out: Path) -> Path:

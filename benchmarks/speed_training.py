@@ -15,12 +15,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from speed_ours import train_product
+from speed_time_to_quality import DEFINITION, exclude_evaluation, final_target, moved_beyond_range, spread, time_to_quality
 
 import common
-from speed_ours import train_product
 from cxr_core import registry
-from speed_time_to_quality import (DEFINITION, exclude_evaluation, final_target, moved_beyond_range, spread,
-                                   time_to_quality)
 
 # Result keys keep their names ("seed_*": the seed study's recipe), so earlier results still read.
 SIDES = {"seed_regularized": "regularized_cnn, the study's recipe", "ours": "regularized_cnn, our recipe",

@@ -18,8 +18,14 @@ import math
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
-from sklearn.metrics import (average_precision_score, confusion_matrix, precision_recall_curve,
-                             precision_recall_fscore_support, roc_auc_score, roc_curve)
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
 
 from .config import CLASSES, METRICS, THRESHOLD_RULES
 

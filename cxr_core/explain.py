@@ -22,12 +22,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
 # model -> {layer name: compiled Grad-CAM}; weak so a retrained model that
 # replaces the old one in the Streamlit cache frees its grad model too.
-_CAM_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_CAM_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 

@@ -16,11 +16,19 @@ import numpy as np
 import pandas as pd
 
 from . import data as data_mod
-from . import images, ood, pipeline
+from . import evaluate, images, ood, pipeline
 from .config import CLASSES, TrainSettings, UserError
-from . import evaluate
-from .store import (OWN, RunStore, atomic_write_csv, atomic_write_json, calibrated_source, evaluation_files, folder_key,
-                    occluded_source, read_json)
+from .store import (
+    OWN,
+    RunStore,
+    atomic_write_csv,
+    atomic_write_json,
+    calibrated_source,
+    evaluation_files,
+    folder_key,
+    occluded_source,
+    read_json,
+)
 
 
 @dataclass

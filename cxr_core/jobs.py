@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 
 from .config import PROJECT_ROOT, TrainSettings, UserError, max_queued, worker_niceness
-from .quiet import import_tensorflow
 from .locks import acquire, busy, queue_lock, trains_here, worker_lock, worker_running  # noqa: F401  worker_lock: the CLI's
 from .processes import pid_alive, process_record
+from .quiet import import_tensorflow
 from .store import ACTIVE_STATES, RunState, RunStore, atomic_write_json, read_json
 
 EVALUATIONS = ".evaluations"

@@ -19,11 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import HEADLINE_METRICS
-
 from . import registry
+from .config import HEADLINE_METRICS
 from .store import ACTIVE_STATES, OWN, RunState, split_source
-
 
 
 @dataclass(frozen=True)
@@ -170,8 +168,8 @@ def shift_rows(run) -> pd.DataFrame:
 
 def occlusion_rows(run) -> tuple[pd.DataFrame, list[str]]:
     """(rows for the own test split plain, without the lungs, with only the lungs; the occlusions not yet scored)."""
-    from .run_tables import evaluation_label
     from .images import OCCLUSIONS
+    from .run_tables import evaluation_label
     from .store import occluded_source
 
     rows, missing = [], []

@@ -19,6 +19,7 @@ from . import registry
 from .config import TrainSettings, UserError
 from .registry import Weights
 
+
 def weight_file_name(family: str, image_size: int) -> str:
     """The file Keras looks for in ~/.keras/models for an ImageNet base without its top."""
     if family == "mobilenetv2":

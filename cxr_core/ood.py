@@ -90,7 +90,7 @@ class Gaussian:
     precision: np.ndarray
 
     @classmethod
-    def fit(cls, vectors: np.ndarray) -> "Gaussian":
+    def fit(cls, vectors: np.ndarray) -> Gaussian:
         from sklearn.covariance import LedoitWolf
 
         estimate = LedoitWolf().fit(np.asarray(vectors, dtype=np.float64))

@@ -26,7 +26,6 @@ from .data import fingerprint
 from .store import atomic_write_json
 
 
-
 @dataclass
 class ImageCache:
     """Preprocessed images of a manifest, one (S, S) uint8 row per image, on disk."""

@@ -22,13 +22,13 @@ import pandas as pd
 
 from . import data as data_mod
 from . import evaluate, pipeline, registry
-from .config import TrainSettings, UserError
 from .cancellation import Cancellation, Cancelled, on_signals
+from .config import TrainSettings, UserError
 from .inference import predict_rows, write_evaluation
 from .store import RunState, RunStore, atomic_write_csv, atomic_write_json
 
 
-def _progress_callback(job: "_Job", steps_per_epoch: int, phase_offset: int):
+def _progress_callback(job: _Job, steps_per_epoch: int, phase_offset: int):
     import keras
 
     store, run_id, settings, cancel, history, echo = (job.store, job.run_id, job.settings, job.cancel,

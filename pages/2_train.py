@@ -4,12 +4,12 @@ from dataclasses import replace
 
 import streamlit as st
 
-from cxr_core import figures, jobs, run_tables
+from cxr_core import figures, jobs, registry, run_tables
 from cxr_core.config import HEADLINE_METRICS, UserError
-from cxr_core import registry
 from cxr_core.registry import RECIPE_TEXT, Recipe, Weights
 from cxr_core.store import ACTIVE_STATES, RunState
-from ui import data_sets, runs as ui_runs, teacher
+from ui import data_sets, teacher
+from ui import runs as ui_runs
 from ui.navigation import entry_guard
 
 entry_guard(__file__)

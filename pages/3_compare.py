@@ -8,7 +8,8 @@ import streamlit as st
 from cxr_core import evaluate, figures, reference, report, run_tables
 from cxr_core.config import METRICS, UserError
 from cxr_core.store import OWN
-from ui import data_sets, runs as ui_runs
+from ui import data_sets
+from ui import runs as ui_runs
 from ui.navigation import entry_guard
 from ui.texts import DEMO_LABEL, SYNTHETIC_NOTE
 

@@ -7,7 +7,8 @@ import streamlit as st
 
 from cxr_core import heatmap, images, inference
 from cxr_core.config import UserError
-from ui import data_sets, runs as ui_runs
+from ui import data_sets
+from ui import runs as ui_runs
 from ui.navigation import entry_guard
 from ui.texts import DEMO_LABEL, NOT_CLINICAL, SYNTHETIC_NOTE
 

@@ -4,7 +4,8 @@ and thirty laptops can be on the same step."""
 import streamlit as st
 
 from cxr_core import lesson, report
-from ui import data_sets, lesson_steps, runs as ui_runs
+from ui import data_sets, lesson_steps
+from ui import runs as ui_runs
 from ui.navigation import entry_guard
 from ui.texts import DEMO_LABEL, SYNTHETIC_NOTE
 

@@ -68,8 +68,8 @@ def demo_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(demo_dir, tmp_path_factory):
     """One finished regularized_cnn run on the demo set: (store, run_id)."""
-    from cxr_core.registry import default_settings
     from cxr_core.jobs import submit
+    from cxr_core.registry import default_settings
     from cxr_core.store import RunStore
     from cxr_core.train import run_job
 

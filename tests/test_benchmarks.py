@@ -445,7 +445,6 @@ def test_the_recorded_command_names_folders_relative_to_the_project():
 @pytest.mark.parametrize("tn, fp, fn, tp", [(80, 40, 6, 190), (117, 0, 3, 196), (60, 57, 1, 198)])
 def test_macro_f1_from_the_rates_is_sklearns_on_the_same_confusion_matrix(tn, fp, fn, tp):
     from sklearn.metrics import f1_score
-
     from speed_time_to_quality import macro_f1_from_rates
 
     y_true = np.array([0] * (tn + fp) + [1] * (fn + tp))

@@ -20,12 +20,11 @@ from contextlib import contextmanager
 
 import pytest
 
+import common  # benchmarks/common.py: the benchmarks' way to start a dashboard for Chromium, shared
 from cxr_core import jobs, lesson
+from cxr_core.config import PROJECT_ROOT
 from cxr_core.registry import default_settings
 from cxr_core.store import RunState, RunStore
-
-import common  # benchmarks/common.py: the benchmarks' way to start a dashboard for Chromium, shared
-from cxr_core.config import PROJECT_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-
 pytestmark = pytest.mark.skipif((shutil.which("chromium") or shutil.which("chromium-browser")) is None,
                                 reason="Debian's chromium is not installed (apt-get install chromium)")
 

@@ -18,7 +18,6 @@ from cxr_core.__main__ import main
 from cxr_core.config import CLASSES
 from cxr_core.store import RunStore
 
-
 EVALUATION_KEYS = {"run", "split", "n", "accuracy", "macro_f1", "auc", "sensitivity", "specificity", "threshold",
                    "confusion_matrix"}
 

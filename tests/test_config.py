@@ -16,7 +16,6 @@ from cxr_core import config, evaluate
 from cxr_core.config import HEADLINE_METRICS, METRIC_LABELS, METRICS, THRESHOLD_RULES, TrainSettings, UserError
 from cxr_core.registry import STUDY_MODELS, default_settings, descriptions
 
-
 SCRATCH = ("baseline_cnn", "regularized_cnn")  # trained from random weights; the others start from ImageNet
 
 

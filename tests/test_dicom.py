@@ -7,11 +7,11 @@ import io
 import numpy as np
 import pydicom
 import pytest
+from dicom_files import bone_on_background, make_dicom
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
 
 from cxr_core.dicom import decode_dicom
 from cxr_core.images import ImageDecodeError, decode_image, image_info, read_image_file
-from dicom_files import bone_on_background, make_dicom
 
 
 def refusal(data: bytes, name: str) -> str:

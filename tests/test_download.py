@@ -25,7 +25,6 @@ from cxr_core import data, download
 from cxr_core.__main__ import main
 from cxr_core.config import UserError
 
-
 NORMAL_NAMES = [f"IM-{i:04d}-0001.jpeg" for i in range(1, 9)]
 PNEUMONIA_NAMES = [f"person{i}_{'bacteria' if i % 2 else 'virus'}_{i}.jpeg" for i in range(1, 9)]
 

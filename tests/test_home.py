@@ -12,9 +12,8 @@ from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
 from cxr_core import run_tables
-from cxr_core.store import RunStore
-
 from cxr_core.config import PROJECT_ROOT
+from cxr_core.store import RunStore
 
 streamlit_config.set_option("client.showErrorDetails", "full")
 

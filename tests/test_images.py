@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
+from dicom_files import bone_on_background, make_dicom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
@@ -18,8 +19,6 @@ from PIL import Image, ImageFile
 from cxr_core import images
 from cxr_core.config import UserError
 from cxr_core.images import ImageDecodeError, decode_image, image_info, load_for_model, preprocess, read_image_file
-
-from dicom_files import bone_on_background, make_dicom
 
 
 def encode(img: Image.Image, fmt: str, **options) -> bytes:

@@ -17,9 +17,9 @@ import pytest
 
 from cxr_core import images, inference, jobs
 from cxr_core.config import CLASSES, UserError
-from cxr_core.registry import default_settings
 from cxr_core.demo import write_demo_dataset
 from cxr_core.inference import evaluate_run, load_run, predict_image, predictions
+from cxr_core.registry import default_settings
 from cxr_core.store import OWN, RunStore
 
 THREADS = 6

@@ -10,7 +10,6 @@ import pytest
 from cxr_core import data, jobs, lesson
 from cxr_core.store import OWN, RunStore, evaluation_files
 
-
 # ---------------------------------------------------------------- occlusion
 
 

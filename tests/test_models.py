@@ -4,17 +4,17 @@ fine-tuning keeps BatchNorm frozen, and saved models reload in safe mode unchang
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import keras
 import keras.src.backend.config as keras_config
 import numpy as np
 import pytest
-from dataclasses import replace
 
-from cxr_core.config import UserError
-
-from cxr_core.registry import STUDY_MODELS, default_settings, descriptions
 from cxr_core import registry
+from cxr_core.config import UserError
 from cxr_core.models import _download_failed, build_model, unfreeze_top, weight_file_name
+from cxr_core.registry import STUDY_MODELS, default_settings
 
 FINETUNE_FROM = registry.get("mobilenetv2_finetune").finetune_from
 

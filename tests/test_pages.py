@@ -23,8 +23,7 @@ from PIL import Image
 from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
-from cxr_core import calibration, data, evaluate, explore, inference, jobs, lesson, run_tables
-from cxr_core import registry
+from cxr_core import calibration, data, evaluate, explore, inference, jobs, lesson, registry, run_tables
 from cxr_core.config import PROJECT_ROOT
 from cxr_core.registry import STUDY_MODELS, default_settings, descriptions
 from cxr_core.store import RunStore

@@ -13,11 +13,10 @@ import subprocess
 import sys
 
 import pytest
+import screenshots  # noqa: E402
 from PIL import Image
 
 from cxr_core.config import PROJECT_ROOT
-
-import screenshots  # noqa: E402
 
 pytestmark = pytest.mark.skipif((shutil.which("chromium") or shutil.which("chromium-browser")) is None,
                                 reason="Debian's chromium is not installed (apt-get install chromium)")

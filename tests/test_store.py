@@ -15,8 +15,7 @@ import pytest
 
 from cxr_core.config import UserError
 from cxr_core.processes import pid_alive, process_start
-from cxr_core.store import (OWN, RunStore, atomic_write_csv, atomic_write_json, evaluation_files, occluded_source,
-                             split_source)
+from cxr_core.store import OWN, RunStore, atomic_write_csv, atomic_write_json, evaluation_files, occluded_source, split_source
 
 
 def tiny_model() -> keras.Model:

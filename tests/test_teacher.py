@@ -23,12 +23,11 @@ from streamlit.runtime.secrets import Secrets
 from streamlit.testing.v1 import AppTest
 
 from cxr_core import jobs
-from cxr_core.config import UserError
-from cxr_core.registry import STUDY_MODELS as MODEL_NAMES, default_settings
+from cxr_core.config import PROJECT_ROOT, UserError
+from cxr_core.registry import STUDY_MODELS as MODEL_NAMES
+from cxr_core.registry import default_settings
 from cxr_core.store import RunState, RunStore
 from ui import teacher
-
-from cxr_core.config import PROJECT_ROOT
 
 APP = str(PROJECT_ROOT / "app.py")
 TRAIN, COMPARE, LESSON = "pages/2_train.py", "pages/3_compare.py", "pages/5_lesson.py"

@@ -22,8 +22,8 @@ def test_a_run_writes_tensorboard_events_with_its_epoch_curves(tiny_run):
 def test_a_run_trains_without_the_tensorboard_package(demo_dir, tmp_path, monkeypatch):
     import sys
 
-    from cxr_core.registry import default_settings
     from cxr_core.jobs import submit
+    from cxr_core.registry import default_settings
     from cxr_core.store import RunStore
     from cxr_core.train import run_job
 

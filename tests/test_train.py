@@ -9,9 +9,9 @@ import time
 import pandas as pd
 import pytest
 
-from cxr_core.registry import default_settings
 from cxr_core.evaluate import choose_threshold
 from cxr_core.jobs import submit
+from cxr_core.registry import default_settings
 from cxr_core.store import RunStore
 from cxr_core.train import run_job
 

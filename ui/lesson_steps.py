@@ -14,12 +14,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cxr_core import calibration, data, evaluate, explore, figures, heatmap, images, jobs, lesson, reference, run_tables
+from cxr_core import calibration, data, evaluate, explore, figures, heatmap, images, jobs, lesson, reference, registry, run_tables
 from cxr_core.config import HEADLINE_METRICS, UserError
-from cxr_core import registry
 from cxr_core.registry import Recipe
 from cxr_core.store import ACTIVE_STATES, RunStore
-from ui import data_sets, runs as ui_runs, teacher
+from ui import data_sets, teacher
+from ui import runs as ui_runs
 
 WAITING = "_lesson_waiting"
 

@@ -6,9 +6,8 @@ import json
 import os
 import sys
 
-from ..config import METRICS, THRESHOLD_RULES, UserError
-
 from .. import registry
+from ..config import METRICS, THRESHOLD_RULES, UserError
 from ..store import OWN, RunState
 from .common import data_arg, store_of, synthetic_note
 
