@@ -31,7 +31,7 @@ def home() -> None:
     ui_home.sample_row(scan, split)
     store = ui_runs.store()
     runs = store.list()
-    st.subheader("Best result on the official test split")
+    st.subheader(ui_home.best_run_heading(scan.synthetic))
     ui_home.best_run_panel(store, runs, scan.root)
 
     st.subheader("Active data set")

@@ -218,7 +218,8 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
         raise UserError(f"no {split_name!r} images for run {run_id} in {root}; pass --split with a split that folder holds")
     missing = [p for p in part["path"] if not os.path.exists(p)]
     if missing:
-        raise UserError(f"{len(missing)} images of the {split_name} split are missing under {root}, e.g. {missing[0]}; pass --data with the folder the run was trained on")
+        raise UserError(f"{len(missing)} images of the {split_name} split are missing under {root}, e.g. {missing[0]}; "
+                        "pass --data with the folder the run was trained on")
     loaded = load_run(run_id, store)
     choice = None
     if threshold_from is not None:

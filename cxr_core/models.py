@@ -123,7 +123,8 @@ def _resolve_weights(weights: str, family: str, image_size: int):
         return Weights.IMAGENET.value
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise UserError(f"weights file {path} not found; pass --weights imagenet, none, or the path to a local {weight_file_name(family, image_size)}")
+        raise UserError(f"weights file {path} not found; pass --weights imagenet, none, or the path to a local "
+                        f"{weight_file_name(family, image_size)}")
     return str(path)
 
 

@@ -104,7 +104,8 @@ def test_unfreeze_top_trains_the_top_but_keeps_batchnorm_frozen():
             assert not layer.trainable, layer.name
         else:
             assert layer.trainable, layer.name
-    assert not any(layer.trainable for layer in bottom if layer.weights and layer.name.startswith(("Conv1", "block_", "expanded")))
+    early = ("Conv1", "block_", "expanded")
+    assert not any(layer.trainable for layer in bottom if layer.weights and layer.name.startswith(early))
     assert model.get_layer("block_16_project").trainable and not model.get_layer("block_16_project_BN").trainable
     assert len(model.trainable_weights) > frozen_before
     with pytest.raises(ValueError):
@@ -227,7 +228,7 @@ def test_a_download_failure_is_told_from_other_errors():
         try:
             raise urllib.error.URLError("no route to host")
         except urllib.error.URLError:
-            raise Exception("URL fetch failure on https://example: None -- no route to host")
+            raise Exception("URL fetch failure on https://example: None -- no route to host")  # noqa: B904
     except Exception as wrapped:  # how keras.utils.get_file reports it
         assert _download_failed(wrapped)
     assert not _download_failed(ValueError("the weights do not fit this model: http is in this text"))
