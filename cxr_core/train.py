@@ -211,8 +211,7 @@ def _train_model(job: _Job, extra_callbacks):
 def _choose_threshold_and_evaluate(job: _Job, model) -> None:
     val = job.part("val")
     val_prob = predict_rows(model, job.cache, val["row"])
-    choice = evaluate.threshold_for(job.settings, val["label"].to_numpy(), val_prob,
-                                    groups=val["patient_id"].to_numpy())
+    choice = evaluate.threshold_for(job.settings, val["label"].to_numpy(), val_prob)
     atomic_write_json(job.path / "threshold.json", choice)
     job.echo(f"threshold {choice['threshold']:.3f}: {choice['rule']}")
     for name in ("val", "test"):
