@@ -338,3 +338,10 @@ def shared_images(paths, others) -> list[str]:
 
     theirs = {digest(p) for p in others}
     return [str(p) for p in paths if digest(p) in theirs]
+
+
+def shared_patients(manifest: pd.DataFrame, other: pd.DataFrame) -> list[str]:
+    """Patients with images in both manifests, by the id their file names carry (`personN`, `IM-NNNN`,
+    `NORMAL2-IM-NNNN`; another name is its own patient, so a re-encoded copy under the same name counts).
+    Another image of the same child, or the same image re-encoded, leaks its answer as surely as a copy."""
+    return sorted(set(manifest["patient_id"]) & set(other["patient_id"]))
