@@ -19,7 +19,7 @@ import pandas as pd
 
 from .config import HEADLINE_METRICS, METRICS
 from .reference import PUBLISHED
-from .store import CALIBRATED, FINISHED, OWN, RunState, calibration_of, split_source
+from .store import CALIBRATED, FINISHED, OWN, RunState, RunStore, calibration_of, split_source
 
 # Confusion-matrix cells: (true label, predicted label) and what each means at the bedside.
 CELLS = {
@@ -334,3 +334,21 @@ def image_root(run, evaluation: dict | None = None):
     from .data import resolve_root  # here: listing runs (`python -m cxr_core runs`) stays light
 
     return resolve_root((evaluation or {}).get("data_dir") or run.settings.get("data_dir", ""), require_train=False)
+
+
+def held_out_images(runs, manifest: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Images none of `runs` trained on, to pick from for a prediction: (rows with class_name and an
+    absolute path, what they are). The active folder's official test/ when it has one (training never
+    reads it); otherwise the images in every run's own recorded test split, since a split drawn here
+    with another seed would hold images some run trained on."""
+    official = manifest[manifest["source_split"] == "test"]
+    if not official.empty:
+        return official[["class_name", "path"]].assign(path=lambda t: t["path"].astype(str)), "the test/ folder"
+    shared = None
+    for run in runs:
+        split = RunStore(run.path.parent).split(run.run_id)
+        test = split[split["split"] == "test"]
+        paths = {str(image_root(run) / p): c for p, c in zip(test["path"], test["class_name"])}
+        shared = paths if shared is None else {p: c for p, c in shared.items() if p in paths}
+    rows = pd.DataFrame({"class_name": list((shared or {}).values()), "path": list((shared or {}).keys())})
+    return rows, ("the run's own test split" if len(runs) == 1 else "the test split every chosen run kept apart")

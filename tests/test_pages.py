@@ -500,7 +500,7 @@ def test_predict_an_image_picked_from_the_data_set(tiny_store, demo_data):
     at = open_app(PREDICT)
     widget(at.radio, "Image").set_value("data set").run()
     assert_clean(at)
-    (picker,) = [box for box in at.selectbox if box.label.startswith("An image of the test split")]
+    (picker,) = [box for box in at.selectbox if box.label.startswith("An image of the test/ folder")]
     picked = picker.value
     assert texts(at, "header")[-1] == picked
     (path,) = list(demo_data.rglob(picked))
