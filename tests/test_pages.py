@@ -715,3 +715,25 @@ def test_compare_offers_the_report_and_predict_labels_a_synthetic_run(tiny_store
     assert len(at.get("download_button")) == 1
     at = open_app(PREDICT)
     assert any("SYNTHETIC" in text for text in texts(at, "warning"))
+
+
+def all_text(at: AppTest) -> str:
+    """Every element's content on the page, sidebar and tooltips included (their protobufs as text)."""
+    found, nodes = [], [at._tree]
+    while nodes:
+        node = nodes.pop()
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            found.append(str(proto))
+        nodes.extend(getattr(node, "children", {}).values())
+    return "\n".join(found)
+
+
+def test_no_page_shows_the_servers_own_folders(tiny_store, demo_data, private_dirs):
+    store, _ = tiny_store
+    secret = {str(store.root), str(private_dirs["cache"]), str(demo_data), str(PROJECT_ROOT)}
+    for page in (None, DATASET, TRAIN, COMPARE, PREDICT, LESSON):
+        text = all_text(open_app(page))
+        if page is None:  # the walk reaches the sidebar, whose folder label once showed the full path
+            assert f"{demo_data.name} ({demo_data.name})" in text
+        assert not [path for path in secret if path in text], page
