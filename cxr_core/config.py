@@ -134,6 +134,10 @@ class TrainSettings:
     lr_schedule: str = "cosine"
     # The threshold of threshold_rule "fixed" (the study's argmax of two outputs is 0.5).
     fixed_threshold: float = 0.5
+    # Train on the validation images too (the study's recipe: it trained on all of train and drew its
+    # curves on the official 16-image val split). Validation then only draws curves: a recipe that
+    # chooses anything on it (early stopping, a threshold rule) must leave this off.
+    train_on_validation: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -75,8 +75,15 @@ def _conv_block(x, filters: int, name: str, momentum: float = 0.9):
     return layers.MaxPooling2D(name=f"{name}_pool")(x)
 
 
-def _plain_cnn(x, widths, batch_norm: bool = False, dropout: float = 0.0, momentum: float = 0.9):
-    """The Keras tutorial's CNN: conv blocks with max pooling, Flatten, Dense 128, one sigmoid."""
+def _plain_cnn(x, widths, batch_norm: bool = False, dropout: float = 0.0, momentum: float = 0.9,
+               literal: bool = False):
+    """The Keras tutorial's CNN: conv blocks with max pooling, Flatten, Dense 128, one sigmoid.
+
+    literal=True is the study as written: RGB input (TensorFlow's loader repeats a gray film's value in
+    three channels, so the first convolution has three-channel kernels and their initial scale) and
+    two logits (see _two_logits)."""
+    if literal:
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
     x = layers.Rescaling(1 / 255, name="rescale")(x)
     for i, filters in enumerate(widths):
         if batch_norm:
@@ -88,7 +95,19 @@ def _plain_cnn(x, widths, batch_norm: bool = False, dropout: float = 0.0, moment
     x = layers.Dense(128, activation="relu", name="dense")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
-    return layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    return _two_logits(x) if literal else layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+
+
+def _two_logits(x):
+    """The study's head: Dense 2 logits, softmax, and the PNEUMONIA column as P(pneumonia), the one
+    score every part of the product reads. Binary cross-entropy on that column is -log p(true class),
+    exactly the study's SparseCategoricalCrossentropy(from_logits=True) on the two logits; argmax is
+    P(pneumonia) >= 0.5. The column is cut with Reshape and Cropping1D: real layers, no weights."""
+    x = layers.Dense(2, name="logits")(x)
+    x = layers.Softmax(name="softmax")(x)
+    x = layers.Reshape((2, 1), name="classes")(x)
+    x = layers.Cropping1D((1, 0), name="pneumonia_column")(x)
+    return layers.Flatten(name="pneumonia")(x)
 
 
 def baseline_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
@@ -96,12 +115,13 @@ def baseline_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
 
 
 def study_baseline_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
-    return _plain_cnn(_augmentation(inputs, s) if s.augment else inputs, (16, 32, 64))
+    return _plain_cnn(_augmentation(inputs, s) if s.augment else inputs, (16, 32, 64), literal=True)
 
 
 def study_regularized_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
     x = _augmentation(inputs, s) if s.augment else inputs
-    return _plain_cnn(x, (16, 32, 64), batch_norm=True, dropout=0.5, momentum=bn_momentum(steps_per_epoch))
+    return _plain_cnn(x, (16, 32, 64), batch_norm=True, dropout=0.5, momentum=bn_momentum(steps_per_epoch),
+                      literal=True)
 
 
 def regularized_cnn(inputs, s: TrainSettings, steps_per_epoch=None):

@@ -52,3 +52,16 @@ def test_a_run_records_split_threshold_history_and_evaluations(tiny_run):
     assert len(predictions) == evaluation["n"]
     assert ((predictions["probability"] >= threshold["threshold"]).astype(int) == predictions["predicted"]).all()
 
+
+
+def test_a_recipe_that_trains_on_validation_fits_those_rows_too_and_ours_does_not():
+    from dataclasses import replace
+
+    from cxr_core.registry import default_settings
+    from cxr_core.train import fit_rows
+
+    split = pd.DataFrame({"split": ["train", "train", "val", "test"], "row": [0, 1, 2, 3]})
+    assert list(fit_rows(split, default_settings("regularized_cnn"))["row"]) == [0, 1]
+    study = default_settings("regularized_cnn", "study")
+    assert list(fit_rows(split, study)["row"]) == [0, 1, 2]
+    assert list(fit_rows(split, replace(study, train_on_validation=False))["row"]) == [0, 1]
