@@ -138,10 +138,21 @@ def evaluation_choices(runs) -> list[tuple[str, str]]:
 OCCLUSION_LABELS = {"lungs": "lung fields blacked out", "outside": "only the lung fields kept"}
 
 
-def evaluation_label(choice: tuple[str, str]) -> str:
+def evaluation_label(choice: tuple[str, str], runs=()) -> str:
+    """How pages and the CLI name (split, source). With `runs`, their own test split is called what it is:
+    the test/ folder they were given (a Kaggle download's official split) when it is that for every one
+    of them, else the test split carved from train."""
     split, source = choice
     base, occlusion = split_source(source)
-    label = ("own test split" if split == "test" else "own validation split") if base == OWN else f"folder {base}"
+    if base != OWN:
+        label = f"folder {base}"
+    elif split != "test":
+        label = "own validation split"
+    elif runs:
+        official = all(own_test_is_official(run) for run in runs)
+        label = "test/ folder (the official split)" if official else "test split carved from train"
+    else:
+        label = "own test split"
     calibration = calibration_of(source)
     if calibration:
         label += f", threshold from folder {calibration}"

@@ -550,7 +550,8 @@ def test_compare_shows_a_runs_evaluation_on_another_folder_and_queues_one(tiny_r
     scored = evaluate_run(run_id, "test", store, other)
     at = open_app(COMPARE)
     chooser = widget(at.selectbox, "Evaluated on")
-    assert chooser.options == ["own test split", "own validation split", f"folder {scored['source']}"]
+    # The demo set keeps its test/ folder: the run's own test split is that folder, not carved from train.
+    assert chooser.options == ["test/ folder (the official split)", "own validation split", f"folder {scored['source']}"]
     chooser.select_index(2).run()
     assert_clean(at)
     assert at.dataframe[0].value.loc[0, "images"] == scored["n"]

@@ -158,3 +158,23 @@ def test_held_out_images_are_the_test_folder_or_the_runs_own_test_split(tiny_run
     split_b.to_csv(other.root / "b" / "split.csv", index=False)
     rows, _ = run_tables.held_out_images([other.get("a"), other.get("b")], no_test)
     assert len(rows) == (split.split == "test").sum() - 1 and str(run_tables.image_root(run) / dropped) not in set(rows.path)
+
+
+def test_the_own_test_split_is_named_for_what_it_is(tiny_run, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from cxr_core.store import RunStore
+
+    store, run_id = tiny_run
+    run = store.get(run_id)
+    assert run_tables.evaluation_label(("test", "own"), [run]) == "test/ folder (the official split)"
+    carved = RunStore(tmp_path / "carved")
+    shutil.copytree(run.path, carved.root / run_id)
+    split = pd.read_csv(carved.root / run_id / "split.csv")
+    split.loc[split["split"] == "test", "source_split"] = "train"
+    split.to_csv(carved.root / run_id / "split.csv", index=False)
+    assert run_tables.evaluation_label(("test", "own"), [carved.get(run_id)]) == "test split carved from train"
+    assert run_tables.evaluation_label(("test", "own"), [run, carved.get(run_id)]) == "test split carved from train"
+    assert run_tables.evaluation_label(("val", "own"), [run]) == "own validation split"
