@@ -217,7 +217,8 @@ def publish(result: dict, args) -> int:
     """grid.md from the stored result; with --update-docs the README's and docs/results.md's sections."""
     common.write_results(args.out, "grid", result, render_markdown(result))
     if args.update_docs:
-        withheld = common.read_results(common.RESULTS_DIR, "withheld")
+        stored = common.RESULTS_DIR / "withheld.json"  # the withheld half's independent scores, if any
+        withheld = json.loads(stored.read_text()) if stored.is_file() else {"runs": [], "provenance": ""}
         for path in common.update_docs(render_docs(result, withheld), args.docs_root):
             print(f"updated {path}")
     print(f"wrote {args.out / 'grid.json'} and {args.out / 'grid.md'}")

@@ -16,9 +16,10 @@ LABELS = [METRIC_LABELS[m] for m in METRICS]
 RANGE_HEADER = "seed range, lowest-highest (" + " / ".join(LABELS) + ")"
 README_RECIPES = {"defaults": "ours: regularized_cnn, our recipe", "study": "regularized_cnn, the study's recipe"}
 LEGEND = ("Brackets are 95% bootstrap intervals over patients (one run's, or the pooled interval of the seeds' "
-          "mean where every seed's predictions were stored); the seed range is the lowest and highest seed, not "
-          "an interval. Each run's threshold comes from its recipe's rule: chosen on its validation split for ours, a "
-          "fixed 0.5 for the study's. Sensitivity is pneumonia recall, specificity normal recall.")
+          "mean, seeds held fixed, where every seed's predictions were stored); the seed range is the lowest and "
+          "highest seed, not an interval. Each run's threshold comes from its recipe's rule: chosen on its "
+          "validation split for ours, a fixed 0.5 for the study's. Sensitivity is pneumonia recall, specificity "
+          "normal recall.")
 
 
 def split_label(rows: list[dict], key: str) -> str:
@@ -172,7 +173,7 @@ def render_readme(result: dict, withheld: dict) -> str:
     for source, where in ((withheld, "withheld"), (result, "dev")):
         groups = cells(source["runs"], lambda r: r["model"] == registry.DEFAULT_MODEL and r["recipe"] in README_RECIPES)
         for (model, recipe), rs in groups.items():
-            label = README_RECIPES[recipe] + (", scored independently" if where == "withheld" else "")
+            label = README_RECIPES[recipe] + (" (withheld half, scored independently)" if where == "withheld" else "")
             table.append([label, split_label(rs, "test"), seeds(rs),
                           *metric_cells(rs, "test", (source.get("pooled") or {}).get(f"{model}/{recipe}"))])
     table += [[f"published: {p['name']}", "whole official test split (624 images)", "-",

@@ -22,8 +22,6 @@ from cxr_core.config import PROJECT_ROOT
 
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
 
-MODELS = ("baseline_cnn", "regularized_cnn")
-
 
 @pytest.fixture(scope="module")
 def bench_data(tmp_path_factory):

@@ -109,6 +109,8 @@ def test_docs_sections_name_their_split_and_put_the_withheld_half_first(demo_gri
     withheld = next(i for i, x in enumerate(lines) if "withheld half (308 images)" in x)
     ours = next(i for i, x in enumerate(lines) if x.startswith("| ours: regularized_cnn, our recipe |"))
     assert withheld < ours and "scored independently" in lines[withheld] and "shifted" in lines[ours]
+    accuracy = statistics.fmean(r["test"]["accuracy"] for r in demo_grid["result"]["runs"])
+    assert f"| {accuracy:.3f} [" in lines[ours]  # the seeds' mean, with its pooled interval
     assert "The dev half chose the recipe" in readme and grid_report.RANGE_HEADER in readme
     assert "| published: Seed study: regularized CNN | whole official test split (624 images) |" in readme
     assert "SYNTHETIC" in quality and "| regularized_cnn | `defaults` |" in quality
