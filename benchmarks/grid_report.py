@@ -29,7 +29,8 @@ def split_label(rows: list[dict], key: str) -> str:
         return scores["split"]
     sizes = "/".join(sorted({str(r[key]["n"]) for r in rows if r[key].get("n")})) or "?"
     if key == "own":
-        return f"test split carved from train by each run's seed ({sizes} images)"
+        unknown = "; not recorded for every row" if any(not r[key].get("n") for r in rows) else ""
+        return f"test split carved from train by each run's seed ({sizes} images{unknown})"
     if Path(rows[0]["test_data"]).name == "chest_xray_test_dev":
         return f"official test split, dev half ({sizes} images)"
     return f"`{rows[0]['test_data']}` ({sizes} images)"
