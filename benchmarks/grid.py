@@ -187,6 +187,17 @@ def main(argv=None) -> int:
     models = names(args.models, registry.names(), "models")
     recipes = names(args.recipes, RECIPES, "recipes")
     seeds = [int(s) for s in args.seeds.split(",")]
+    from cxr_core.config import UserError
+    from cxr_core.data import resolve_root
+
+    try:  # a wrong folder fails here, once, not in every cell
+        resolve_root(args.data)
+    except UserError as error:
+        print(f"error: --data: {error}", file=sys.stderr)
+        return 2
+    if not args.test_data.is_dir():
+        print(f"error: --test-data {args.test_data} is not a folder; pass a labelled folder (with test/)", file=sys.stderr)
+        return 2
     args.runs = args.runs.expanduser().resolve()
     (args.runs / "logs").mkdir(parents=True, exist_ok=True)
     from cxr_core.demo import is_synthetic

@@ -55,7 +55,7 @@ def demo_grid(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("grid")
     data = write_demo_dataset(tmp / "chest_xray", n_normal=24, n_pneumonia=24, seed=5, image_size=64)
-    test = write_demo_dataset(tmp / "shifted", n_normal=8, n_pneumonia=8, seed=11, image_size=64)
+    test = write_demo_dataset(tmp / "shifted", n_normal=20, n_pneumonia=20, seed=11, image_size=64)
     out, root = tmp / "results", docs_copy(tmp / "docs_root")
     run_grid("--data", data, "--test-data", test, "--models", "regularized_cnn", "--recipes", "defaults",
              "--seeds", "1,2", "--epochs", 1, "--runs", tmp / "runs", "--out", out, "--quiet",
