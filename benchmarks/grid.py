@@ -99,7 +99,7 @@ def rule_rows(run_dir: Path, source: str) -> list[dict]:
 
 def run_cell(model: str, recipe: str, seed: int, args, provenance: dict) -> dict:
     """Train one cell of the grid, score it on the test folder and its own split: its stored row."""
-    flags = RECIPES[recipe][1] + (["--epochs", str(args.epochs)] if args.epochs else [])
+    flags = RECIPES[recipe][1] + ([] if args.epochs is None else ["--epochs", str(args.epochs)])
     log = args.runs / "logs" / f"{model}-{recipe}-{seed}.log"
     command = ["train", "--data", str(args.data), "--model", model, "--seed", str(seed), *flags]
     print(f"[{model} {recipe} seed {seed}] $ cxr_core {' '.join(command)}", flush=True)
@@ -180,6 +180,20 @@ def parse(argv) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def folder_problem(args) -> str | None:
+    """What is wrong with --data or --test-data, checked once before any cell trains; None if nothing."""
+    from cxr_core.config import UserError
+    from cxr_core.data import resolve_root
+
+    try:
+        resolve_root(args.data)
+    except UserError as error:
+        return f"--data: {error}"
+    if not args.test_data.is_dir():
+        return f"--test-data {args.test_data} is not a folder; pass a labelled folder (with test/)"
+    return None
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     if args.render:
@@ -187,16 +201,9 @@ def main(argv=None) -> int:
     models = names(args.models, registry.names(), "models")
     recipes = names(args.recipes, RECIPES, "recipes")
     seeds = [int(s) for s in args.seeds.split(",")]
-    from cxr_core.config import UserError
-    from cxr_core.data import resolve_root
-
-    try:  # a wrong folder fails here, once, not in every cell
-        resolve_root(args.data)
-    except UserError as error:
-        print(f"error: --data: {error}", file=sys.stderr)
-        return 2
-    if not args.test_data.is_dir():
-        print(f"error: --test-data {args.test_data} is not a folder; pass a labelled folder (with test/)", file=sys.stderr)
+    problem = folder_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     args.runs = args.runs.expanduser().resolve()
     (args.runs / "logs").mkdir(parents=True, exist_ok=True)
@@ -207,10 +214,11 @@ def main(argv=None) -> int:
     provenance = {"commit": result["git"]["commit"], "dirty": result["git"]["dirty"], "date": result["date"][:10],
                   "command": result["command"], "machine": result["machine"], "data": common.project_relative(args.data),
                   "test_data": common.project_relative(args.test_data), "synthetic": is_synthetic(args.data)}
-    cells = {(m, r, s) for m in models for r in recipes for s in seeds}
+    cells, kept_pools = {(m, r, s) for m in models for r in recipes for s in seeds}, {}
     if args.keep and (args.out / "grid.json").is_file():
         stored = common.read_results(args.out, "grid")
         result["runs"] = [r for r in stored["runs"] if (r["model"], r["recipe"], r.get("seed")) not in cells]
+        kept_pools = stored.get("pooled") or {}  # the report uses one only while its runs are the cell's runs
     for seed in seeds:
         for model, recipe in [(m, r) for m in models for r in recipes]:
             try:
@@ -218,7 +226,7 @@ def main(argv=None) -> int:
             except Exception as error:  # one failed cell must not lose the others
                 print(f"  FAILED: {error}", flush=True)
                 result["failed"].append({"model": model, "recipe": recipe, "seed": seed, "error": str(error)[:500]})
-            result["pooled"] = cell_pools(result["runs"])
+            result["pooled"] = {**kept_pools, **cell_pools(result["runs"])}
             common.write_results(args.out, "grid", result, render_markdown(result))
     publish(result, args)
     return 1 if result["failed"] else 0

@@ -61,7 +61,8 @@ def demo_grid(tmp_path_factory):
              "--seeds", "1,2", "--epochs", 1, "--runs", tmp / "runs", "--out", out, "--quiet",
              "--update-docs", "--docs-root", root)
     n_test = len(list((test / "test").rglob("*.jpeg")))
-    return {"result": json.loads((out / "grid.json").read_text()), "out": out, "root": root, "n_test": n_test}
+    return {"result": json.loads((out / "grid.json").read_text()), "out": out, "root": root, "n_test": n_test,
+            "data": data, "test": test}
 
 
 def test_each_seed_is_trained_scored_and_stored_with_what_recomputes_it(demo_grid):
@@ -115,6 +116,23 @@ def test_docs_sections_name_their_split_and_put_the_withheld_half_first(demo_gri
     assert "| published: Seed study: regularized CNN | whole official test split (624 images) |" in readme
     assert "SYNTHETIC" in quality and "| regularized_cnn | `defaults` |" in quality
     assert (demo_grid["out"] / "grid.md").read_text().startswith("# Quality grid")
+
+
+def test_keep_holds_the_stored_runs_and_their_pooled_interval_when_a_new_cell_fails(demo_grid, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(demo_grid["out"] / "grid.json", out / "grid.json")
+    child = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / "grid.py"), "--data", str(demo_grid["data"]),
+                            "--test-data", str(demo_grid["test"]), "--models", "baseline_cnn", "--recipes", "defaults",
+                            "--seeds", "9", "--epochs", "0", "--keep", "--runs", str(tmp_path / "runs"), "--out", str(out),
+                            "--quiet"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 1, child.stdout[-2000:] + child.stderr[-2000:]  # train refused --epochs 0
+    kept, before = json.loads((out / "grid.json").read_text()), demo_grid["result"]
+    assert kept["runs"] == before["runs"] and kept["pooled"] == before["pooled"]
+    assert [(f["model"], f["seed"]) for f in kept["failed"]] == [("baseline_cnn", 9)]
+    assert "at least 1" in kept["failed"][0]["error"]
+    auc = statistics.fmean(r["test"]["auc"] for r in before["runs"])
+    assert f"| {auc:.3f} [{before['pooled']['regularized_cnn/defaults']['auc'][0]:.3f}, " in (out / "grid.md").read_text()
 
 
 def test_the_stored_results_render_into_the_project_docs_and_the_headline_is_the_withheld_half(tmp_path):
