@@ -73,9 +73,6 @@ def last_conv_layer_name(model) -> str:
 
 def _logit_head(model):
     """(tensor feeding the score, function from that tensor to the logit) for this model."""
-    names = [layer.name for layer in model.layers]
-    if "logits" in names and "softmax" in names:  # the study's two logits: PNEUMONIA's minus NORMAL's
-        return model.get_layer("logits").output, lambda x: x[:, 1] - x[:, 0]
     last = model.layers[-1]
     if getattr(getattr(last, "activation", None), "__name__", "") == "sigmoid":
         if isinstance(last, keras.layers.Dense):

@@ -99,15 +99,16 @@ def _plain_cnn(x, widths, batch_norm: bool = False, dropout: float = 0.0, moment
 
 
 def _two_logits(x):
-    """The study's head: Dense 2 logits, softmax, and the PNEUMONIA column as P(pneumonia), the one
-    score every part of the product reads. Binary cross-entropy on that column is -log p(true class),
-    exactly the study's SparseCategoricalCrossentropy(from_logits=True) on the two logits; argmax is
-    P(pneumonia) >= 0.5. The column is cut with Reshape and Cropping1D: real layers, no weights."""
-    x = layers.Dense(2, name="logits")(x)
-    x = layers.Softmax(name="softmax")(x)
-    x = layers.Reshape((2, 1), name="classes")(x)
-    x = layers.Cropping1D((1, 0), name="pneumonia_column")(x)
-    return layers.Flatten(name="pneumonia")(x)
+    """The study's head: two logits, NORMAL's and PNEUMONIA's (a Dense 2 kept as its two columns), and
+    P(pneumonia) = softmax's PNEUMONIA column = sigmoid(PNEUMONIA's logit - NORMAL's), the one score every
+    part of the product reads. Keras computes binary cross-entropy on that sigmoid from its logit, which
+    is exactly the study's SparseCategoricalCrossentropy(from_logits=True) on the two logits, with the
+    same numerical stability (through a softmax's probabilities the loss saturates and training stalls);
+    argmax is P(pneumonia) >= 0.5."""
+    normal = layers.Dense(1, name="logit_normal")(x)
+    pneumonia = layers.Dense(1, name="logit_pneumonia")(x)
+    difference = layers.Subtract(name="logit_difference")([pneumonia, normal])
+    return layers.Activation("sigmoid", name="pneumonia")(difference)
 
 
 def baseline_cnn(inputs, s: TrainSettings, steps_per_epoch=None):

@@ -50,8 +50,9 @@ STUDY_NOTES = (
     "180x180 input, Rescaling 1/255, Adam at 1e-3, 10 epochs, no early stopping, no class weights: as the study states.",
     "Conv2D widths 16/32/64 (3x3, ReLU, same padding), each followed by 2x2 max pooling, then Flatten and "
     "Dense 128: the Keras tutorial's, since the study gives no widths.",
-    "Dense 2 logits trained with SparseCategoricalCrossentropy(from_logits=True), as the study: computed as "
-    "binary cross-entropy on the softmax's PNEUMONIA column, the same value; P(pneumonia) is that column.",
+    "Two logits (NORMAL's and PNEUMONIA's, a Dense 2 kept as its two columns) trained with the study's "
+    "SparseCategoricalCrossentropy(from_logits=True), computed as binary cross-entropy on sigmoid(PNEUMONIA's "
+    "logit - NORMAL's), the same value; that sigmoid, softmax's PNEUMONIA column, is P(pneumonia).",
     "RGB input, as TensorFlow's loader gives it: a gray film's value repeated in three channels, so the first "
     "convolution has three-channel kernels.",
     "Images are padded to square (aspect kept) before resizing, the project's one preprocessing path; the "

@@ -226,15 +226,17 @@ def test_the_study_cnns_take_rgb_and_train_two_logits_with_sparse_categorical_cr
     model = build_model(replace(default_settings(name, "study"), image_size=SIZE))
     first_conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
     assert first_conv.kernel.shape[2] == 3  # three-channel kernels, as on the loader's RGB
-    assert model.get_layer("logits").units == 2
+    logit_layers = [model.get_layer(f"logit_{name}") for name in ("normal", "pneumonia")]
+    assert [layer.units for layer in logit_layers] == [1, 1]  # a Dense 2, column by column
     images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 1)).astype("float32")
-    logits = keras.Model(model.inputs, model.get_layer("logits").output)(images, training=False)
+    logits = keras.ops.concatenate([keras.Model(model.inputs, layer.output)(images, training=False)
+                                    for layer in logit_layers], axis=-1)
     prob = np.asarray(model(images, training=False)).reshape(-1)
     assert np.allclose(prob, np.asarray(keras.ops.softmax(logits))[:, 1], atol=1e-6)
     # The loss the product trains with (binary cross-entropy on P(pneumonia)) is the study's.
     labels = np.array([0, 1, 1, 0])
     study_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
-    ours = keras.losses.BinaryCrossentropy()(labels.astype("float32"), prob)
+    ours = keras.losses.BinaryCrossentropy()(labels.astype("float32"), model(images, training=False))
     assert float(ours) == pytest.approx(float(study_loss), rel=1e-4)
 
 
