@@ -72,6 +72,13 @@ def report(store: RunStore, set_id: str) -> dict:
     return _report(str(store.root), set_id, reads.version(set_id, store))
 
 
+@st.cache_data(ttl=30, max_entries=32, show_spinner=False)
+def _model_side(root: str, set_id: str) -> dict | None:
+    # A student's result needs the model only: not every reader's answers, which change with each submission.
+    store = RunStore(root)
+    return reader_metrics.model_side(reads.get_set(set_id, store), store)
+
+
 # ---------------------------------------------------------------- the teacher's sets
 
 
@@ -218,7 +225,7 @@ def result_view(store: RunStore, reading_set: dict, state: dict) -> None:
     truth = [image["truth"] for image in reading_set["images"]]
     mine = state["answers"]
     numbers = reader_metrics.reader_metrics(truth, [a["answer"] for a in mine], [a["confidence"] for a in mine])
-    model = report(store, set_id)["model"]
+    model = _model_side(str(store.root), set_id)
     st.subheader("Your reading")
     cols = st.columns(4)
     cols[0].metric("Sensitivity (pneumonia found)", _fmt(numbers["sensitivity"]))
