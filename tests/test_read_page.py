@@ -114,3 +114,23 @@ def test_the_lessons_first_screen_tells_the_teacher_what_is_ready(classroom):
     states = table.set_index("step")["state"]
     assert states["4"] == "ready" and states["3"] == "missing"  # the tiny run, and no run of the study's recipe
     assert states["read"] == "ready"  # the classroom fixture's set
+
+
+def test_the_read_page_and_its_class_view_keep_tensorflow_out_of_the_server(classroom):
+    import subprocess
+    import sys
+
+    store, reading_set = classroom
+    reads.submit(reading_set["id"], store, "a", "", [{"answer": "NORMAL", "confidence": 3}] * 6)
+    code = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+for view in ("read", "class"):
+    at = AppTest.from_file({str(APP)!r}, default_timeout=90).run()
+    at.query_params.update(set={reading_set['id']!r}, view=view)
+    at.switch_page({READ!r}).run()
+    assert not at.exception, [e.value for e in at.exception]
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "the server imported TensorFlow"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=APP.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
