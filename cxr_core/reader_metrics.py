@@ -106,8 +106,12 @@ def model_side(reading_set: dict, store: RunStore, run_id: str | None = None) ->
     """The model on the set's images: `run_id`'s stored test predictions, else the set's run's, else the
     newest finished run whose stored predictions cover every image. None when no run's do."""
     wanted = _set_paths(reading_set)
-    chosen = run_id or reading_set.get("run")
-    candidates = [store.get(chosen)] if chosen else [r for r in store.finished()]
+    if run_id:
+        candidates = [store.get(run_id)]  # asked for by name: an unknown run is the person's to fix
+    else:
+        candidates = store.finished()
+        ordered = [r for r in candidates if r.run_id == reading_set.get("run")]  # the set's run, while it exists
+        candidates = ordered + [r for r in candidates if r not in ordered]
     for run in candidates:
         if run.state != FINISHED:
             continue

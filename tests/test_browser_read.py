@@ -68,15 +68,19 @@ def settle(tab) -> None:
                           " && !document.querySelector('[data-testid=\"stSkeleton\"]')")
 
 
-def read_set(tab, url: str, set_id: str, name: str, calls: list[str], raise_confidence: set[int] = frozenset()) -> str:
+def read_set(tab, url: str, reading_set: dict, name: str, calls: list[str], raise_confidence=frozenset()) -> str:
     """Open the set, give a nickname and answer each image; returns the page's text at the end.
     On the images in `raise_confidence` the slider is moved from 3 to 5 before the click."""
+    set_id = reading_set["id"]
     tab.goto(f"{url}/read?set={set_id}")
     nickname = tab.get_by_label("Nickname (optional, shown beside your point on the class view)")
     nickname.fill(name)
     nickname.press("Enter")
     settle(tab)
     tab.get_by_role("button", name="Start reading").click()
+    tab.locator("[data-testid='stImage'] img").first.wait_for()
+    names = [image["path"].rsplit("/", 1)[-1] for image in reading_set["images"]]
+    assert not any(name in tab.content() for name in names)  # served as pixels, never by its file name
     answer_all(tab, calls, raise_confidence)
     return tab.locator("[data-testid='stMain']").inner_text()
 
@@ -144,7 +148,7 @@ def test_five_students_read_a_set_and_the_room_sees_them(browser, demo_dir, tmp_
                 context.set_default_timeout(120_000)
                 contexts.append(context)
                 tab = context.new_page()
-                text = read_set(tab, url, set_id, name, calls, {0, 3} if n == 1 else frozenset())
+                text = read_set(tab, url, reading_set, name, calls, {0, 3} if n == 1 else frozenset())
                 assert "Your answers are in" in text
                 if name == "all pneumonia":
                     assert metric(tab, "Sensitivity (pneumonia found)") == "1.00"
