@@ -12,7 +12,7 @@ from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
 from cxr_core import reader_metrics, reads
-from cxr_core.config import PROJECT_ROOT
+from cxr_core.config import CLASSES, PROJECT_ROOT
 from cxr_core.store import RunStore
 
 APP = PROJECT_ROOT / "app.py"
@@ -50,7 +50,8 @@ def test_a_student_reads_the_set_and_sees_what_the_cli_prints(classroom, cli):
     at = open_page(READ, {"set": reading_set["id"]})
     at.text_input(key=f"_nickname_{reading_set['id']}").input("<i>Ada</i>")
     button(at, "Start reading").click().run()
-    calls = ["PNEUMONIA", "NORMAL", "PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL"]
+    truth = [image["truth"] for image in reading_set["images"]]
+    calls = [CLASSES[1 - t] if i in (0, 3) else CLASSES[t] for i, t in enumerate(truth)]  # images 1 and 4 missed
     for i, call in enumerate(calls):
         assert f"Image {i + 1} of 6" in at.get("progress")[0].proto.text
         assert not any(image["path"].split("/")[-1] in str(at) for image in reading_set["images"])  # no file name
@@ -66,6 +67,11 @@ def test_a_student_reads_the_set_and_sees_what_the_cli_prints(classroom, cli):
     assert shown["Sensitivity (pneumonia found)"] == f"{reader['sensitivity']:.2f}"
     assert shown["Specificity (healthy cleared)"] == f"{reader['specificity']:.2f}"
     assert shown["AUC of your confidences"] == f"{reader['auc']:.2f}"
+
+    assert [h.value for h in at.subheader if h.value.startswith("The ")] == ["The 2 images you missed"]
+    at.button(key="read_heatmap_0").click().run()  # Grad-CAM in the predictor process
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.startswith("Grad-CAM: evidence for") for image in at.image for c in image.captions)
 
     button(at, "Read this set again (practice: only your first submission counts)").click().run()
     for call in calls:
