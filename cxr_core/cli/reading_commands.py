@@ -109,8 +109,9 @@ def register(add, runs, as_json) -> None:
 
     p = add("reads", cmd_reads, "the class's reading sets: draw one, list them, each reader beside the model",
             runs, as_json)
-    p.add_argument("words", nargs="*", metavar="SET | new | close SET | delete SET",
-                   help="nothing: list the sets; a set id: its readers; new: draw a set; close/delete a set")
+    p.add_argument("words", nargs="*", metavar="WORD",
+                   help="none: list the sets; SET (an id): its readers beside the model; new: draw a set; "
+                        "close SET: take no more answers; delete SET: remove it and its answers")
     p.add_argument("--images", type=int, default=DEFAULT_IMAGES, help=f"new: how many X-rays (default {DEFAULT_IMAGES})")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"new: the draw's seed (default {DEFAULT_SEED})")
     p.add_argument("--pneumonia-share", type=float, default=DEFAULT_PNEUMONIA_SHARE,
