@@ -131,3 +131,20 @@ def test_lesson_prepare_queues_what_is_missing_and_check_follows_it_to_ready(dem
     jobs.work(store, echo=lambda line: None)
     reads.create_set(demo_dir, store, images=4)
     assert _states(lesson_prep.check(demo_dir, store))[7] == _states(lesson_prep.check(demo_dir, store))["read"] == "ready"
+
+
+def test_lesson_check_says_how_long_a_training_run_has_left(demo_dir, tmp_path):
+    import os
+    import time
+
+    from cxr_core import lesson_prep
+    from cxr_core.registry import default_settings
+    from cxr_core.store import atomic_write_json
+
+    store = RunStore(tmp_path / "runs")
+    run = store.new_run(default_settings("regularized_cnn").to_dict(), str(demo_dir.resolve()), state="running")
+    store.set_status(run.run_id, pid=os.getpid(), started=time.time() - 60, epoch=2, batch=0, steps_per_epoch=4)
+    atomic_write_json(run.path / "history.json", [{"epoch": 1, "seconds": 30.0}, {"epoch": 2, "seconds": 30.0}])
+    row = lesson_prep.check(demo_dir, store)[3]
+    assert row["step"] == 4 and row["state"] == "training" and row["command"] is None
+    assert "regularized_cnn (improved) epoch 2 of 12" in row["detail"] and "time left 5m 00s" in row["detail"]
