@@ -666,7 +666,8 @@ def test_every_lesson_step_with_a_trained_run(lesson_store, no_worker):
     assert metrics(at)["Missed pneumonia (FN)"] == "0" and metrics(at)["False alarms (FP)"] == str(tn + fp)
 
     at = open_lesson(5)
-    assert at.dataframe[0].value["scored on"].tolist() == ["own test split"]
+    # The demo set is laid out like the Kaggle download: its own test/ against the validation split.
+    assert at.dataframe[0].value["scored on"].tolist() == ["own test split", lesson.VALIDATION_ROW]
     assert at.get("expander")  # score on a configured folder
 
     at = open_lesson(6)
