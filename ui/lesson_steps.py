@@ -190,7 +190,7 @@ def _confusion_row(runs: dict, models, key: str) -> None:
 
 def baseline_vs_regularized(ctx: Context) -> None:
     scratch = registry.from_scratch()
-    st.subheader("The study's recipe, reproduced")
+    st.subheader("The study's recipe, run through this code")
     st.caption(registry.RECIPE_TEXT[Recipe.STUDY])
     study = lesson.study_runs(ctx.store, ctx.scan.root, recipe=Recipe.STUDY)
     missing = [m for m in scratch if m not in study]
