@@ -1,6 +1,6 @@
 """What the quality and speed benchmarks share: the machine, tables, marked sections of the docs, JSON.
 
-Not a script; `benchmarks/quality.py` and `benchmarks/speed.py` import it.
+Not a script; the benchmarks import it. Starting the dashboard and Chromium is `dashboard.py`'s.
 """
 
 from __future__ import annotations
@@ -11,10 +11,14 @@ import os
 import platform
 import re
 import shlex
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 try:
     from cxr_core.config import PROJECT_ROOT
@@ -52,16 +56,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
 def _gpus() -> list[str]:
     """GPUs as TensorFlow sees them when it is loaded, else as the NVIDIA driver lists them.
 
@@ -93,7 +87,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "cpu": _cpu_model(),
         "cores": cores,
-        "memory_gib": _memory_gib(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "gpu": ", ".join(gpus) if gpus else "none",
         "tensorflow": _version("tensorflow"),
         "keras": _version("keras"),
@@ -219,7 +213,7 @@ def read_results(out_dir: Path, stem: str) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise SystemExit(f"--render: cannot read {path} ({error}); run the benchmark first")
+        raise SystemExit(f"--render: cannot read {path} ({error}); run the benchmark first") from error
 
 
 def write_results(out_dir: Path, stem: str, result: dict, markdown: str) -> tuple[Path, Path]:
@@ -286,106 +280,52 @@ def run_child(command: list[str], *, env: dict | None = None, log_path: Path | N
             "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
-class StackSampler:
-    """A small sampling profiler (py-spy is not installed here): where the time of a block goes.
+def spread(values: list) -> dict:
+    """Median and range over repeats; None values (a figure a repeat lacked) are counted, not averaged."""
+    known = [float(v) for v in values if v is not None]
+    middle = float(statistics.median(known)) if known else None
+    return {"median": middle, "min": min(known, default=None), "max": max(known, default=None), "n": len(values),
+            "missing": len(values) - len(known), "values": [None if v is None else float(v) for v in values]}
 
-    Every `interval` seconds it records the stack of each thread that is running project code
-    (Streamlit runs a page's script in its own thread, which cProfile would not see). `top()`
-    gives the share of samples in which each function was on the stack (inclusive, project
-    functions only) and at the top of it (self time, any function).
-    """
 
-    def __init__(self, interval: float = 0.005, roots: tuple = ()):
-        self.interval, self.samples = interval, 0
-        # Code under these folders counts as the project's (the app may live outside the package).
-        self.roots = tuple(str(r) for r in (PROJECT_ROOT, *roots))
-        self.inclusive: dict[str, int] = {}
-        self.own: dict[str, int] = {}
-        self._stop = None
+class TreeSampler(threading.Thread):
+    """A process and its descendants, through psutil, every `interval` s until stopped: the peak of
+    their summed resident memory (`peak_rss_mib`), the CPU seconds they used since the start (`cpu_s`,
+    children that ended in between are lost) and the machine's highest 1-minute load (`load_max`)."""
 
-    @staticmethod
-    def _name(frame) -> str:
-        path = frame.f_code.co_filename
+    def __init__(self, pid: int, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.root, self.interval, self.stop = psutil.Process(pid), interval, threading.Event()
+        self.peak_rss_mib, self.cpu_s, self.load_max = 0.0, 0.0, 0.0
+        self.cpu_start = self.usage()[1]
+
+    def usage(self) -> tuple[float, float]:
+        """(resident MiB, CPU seconds) of the tree now."""
+        rss = cpu = 0.0
         try:
-            path = str(Path(path).relative_to(PROJECT_ROOT))
-        except ValueError:
-            path = "/".join(Path(path).parts[-2:])
-        return f"{path}:{frame.f_code.co_name}"
+            tree = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return rss, self.cpu_start + self.cpu_s
+        for process in tree:
+            try:
+                with process.oneshot():
+                    rss += process.memory_info().rss / 2**20
+                    times = process.cpu_times()
+                    cpu += times.user + times.system
+            except psutil.Error:
+                continue  # it ended between the listing and the reading
+        return rss, cpu
 
-    def _sample(self) -> None:
-        import threading
-
-        me, bench = threading.get_ident(), str(PROJECT_ROOT / "benchmarks")
-        while not self._stop.wait(self.interval):
-            for ident, frame in sys._current_frames().items():
-                if ident == me:
-                    continue
-                stack = []
-                while frame is not None:
-                    stack.append(frame)
-                    frame = frame.f_back
-                project = {self._name(f) for f in stack
-                           if f.f_code.co_filename.startswith(self.roots) and not f.f_code.co_filename.startswith(bench)}
-                if not project:
-                    continue  # idle threads, and the benchmark waiting for a page to finish
-                self.samples += 1
-                top = self._name(stack[0])
-                self.own[top] = self.own.get(top, 0) + 1
-                for name in project:
-                    self.inclusive[name] = self.inclusive.get(name, 0) + 1
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            rss, cpu = self.usage()
+            self.peak_rss_mib, self.cpu_s = max(self.peak_rss_mib, rss), max(self.cpu_s, cpu - self.cpu_start)
+            self.load_max = max(self.load_max, psutil.getloadavg()[0])
 
     def __enter__(self):
-        import threading
-
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def top(self, count: int = 10) -> dict:
-        def share(table):
-            ranked = sorted(table.items(), key=lambda kv: -kv[1])[:count]
-            return [{"function": name, "share": round(n / max(1, self.samples), 3)} for name, n in ranked]
-
-        return {"samples": self.samples, "interval_s": self.interval,
-                "inclusive_project": share(self.inclusive), "self": share(self.own)}
-
-
-# ---------------------------------------------------------------- a dashboard server for Chromium
-
-# Chromium as root in a container: no sandbox, no GPU, nothing fetched in the background.
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 120.0, log: Path | None = None) -> None:
-    """Block until a `streamlit run` at url answers its health check; raise (with the log's tail) if
-    the server exits or does not answer in time."""
-    import urllib.request
-
-    def tail() -> str:
-        return f":\n{log.read_text()[-3000:]}" if log is not None and log.is_file() else ""
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {server.returncode}{tail()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"streamlit did not answer within {timeout:.0f}s{tail()}")
-
+        self.stop.set()
+        self.join()

@@ -1,0 +1,310 @@
+"""The speed benchmark's other sections: input pipeline, prediction, pages, dashboard memory, scale.
+
+Each `section_*(ctx)` returns its JSON; `*_child(spec)` runs in a fresh interpreter (speed.py --child).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from speed import child_command, fresh
+
+import common
+from cxr_core import registry
+from cxr_core.config import CLASSES
+
+BATCH = 32
+
+
+def section_pipeline(ctx) -> dict:
+    """One shuffled epoch of the train split: ours cold (decoding included) and warm, and the study's loader."""
+    import keras
+
+    from cxr_core import pipeline
+
+    train = ctx.split[ctx.split.split == "train"]
+    paths, labels = train["path"].tolist(), train["label"].to_numpy()
+    size = registry.default_settings(registry.DEFAULT_MODEL).image_size
+    links = fresh(ctx.work / "split-links")
+    for cls in CLASSES:
+        (links / cls).mkdir()
+    for i, row in enumerate(train.itertuples()):  # the layout the study's loader reads; names made unique
+        (links / row.class_name / f"{i}_{Path(row.path).name}").symlink_to(row.path)
+    for path in paths:  # the page cache warm for both loaders
+        Path(path).read_bytes()
+
+    def timed(make) -> tuple[int, float]:
+        started = time.perf_counter()
+        return sum(int(x.shape[0]) for x, _ in make()), time.perf_counter() - started
+
+    def study():
+        return keras.utils.image_dataset_from_directory(
+            links, label_mode="binary", class_names=list(CLASSES), color_mode="rgb", image_size=(180, 180),
+            batch_size=BATCH, shuffle=True, seed=42, verbose=False)
+
+    def ours():
+        cache = pipeline.build_cache(paths, size)
+        return pipeline.make_dataset(cache, np.arange(len(paths)), labels, batch_size=BATCH, shuffle=True, seed=42)
+
+    _, study_first_s = timed(study)  # its first epoch also pays TensorFlow's one-off start-up
+    counts, seconds = zip(timed(study), *[timed(ours) for _ in range(2)], strict=True)
+    if set(counts) != {len(paths)}:
+        raise RuntimeError(f"an epoch saw {counts} images, not {len(paths)}")
+    rates = [len(paths) / s for s in seconds]
+    print(f"  study's loader {rates[0]:.0f} img/s, ours cold {rates[1]:.0f}, warm {rates[2]:.0f}", flush=True)
+    return {"images": len(paths),
+            "seed_loader": {"what": "keras.utils.image_dataset_from_directory, 180x180 RGB, batch 32, shuffled",
+                            "seconds": seconds[0], "images_per_s": rates[0], "first_epoch_seconds": study_first_s},
+            "ours_cold": {"what": f"cxr_core pipeline, {size} px gray: decode into the cache + one epoch",
+                          "seconds": seconds[1], "images_per_s": rates[1]},
+            "ours_warm": {"what": "cxr_core pipeline, cache reused: one epoch", "seconds": seconds[2],
+                          "images_per_s": rates[2]},
+            "warm_vs_seed": rates[2] / rates[0], "cold_vs_seed": rates[1] / rates[0]}
+
+
+def latency(call, calls: int) -> dict:
+    started = time.perf_counter()
+    call()  # the first call traces the graph: reported, not counted
+    first, times = time.perf_counter() - started, []
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    p50, p95 = np.percentile(times, [50, 95])
+    return {"first_call_ms": first * 1000, "p50_ms": float(p50), "p95_ms": float(p95), "calls_ms": times}
+
+
+def section_predict(ctx) -> dict:
+    """A 2000x2000 JPEG made from a real image of the set through inference.predict_image, and Grad-CAM."""
+    import keras
+    from PIL import Image
+
+    from cxr_core import explain, heatmap, images, inference
+    from cxr_core.models import build_model
+
+    with Image.open(sorted(ctx.split["path"])[0]) as image:
+        buffer = io.BytesIO()
+        image.convert("L").resize((2000, 2000), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
+    upload, folder = buffer.getvalue(), fresh(ctx.work / "predict-models")
+    results = {"upload_bytes": len(upload), "upload_pixels": "2000x2000", "calls": ctx.args.calls, "models": {},
+               "weights": "untrained (latency does not depend on weight values); saved and loaded as .keras with "
+                          "safe_mode=True like the dashboard"}
+    for name in ctx.args.predict_models.split(","):
+        settings = registry.default_settings(name)
+        settings.weights = "none"
+        build_model(settings).save(folder / f"{name}.keras")
+        model = keras.saving.load_model(folder / f"{name}.keras", safe_mode=True, compile=False)
+        loaded = inference.LoadedRun(f"bench-{name}", model, 0.5, settings.image_size, name)
+
+        def heat_map(model=model, loaded=loaded):
+            pixels = images.load_for_model(upload, loaded.image_size, name="upload.jpg")
+            return heatmap.overlay(pixels[..., 0], explain.gradcam(model, pixels))
+
+        row = results["models"][name] = {
+            "image_size": settings.image_size,
+            "predict": latency(lambda loaded=loaded: inference.predict_image(loaded, upload, name="upload.jpg"),
+                               ctx.args.calls),
+            "gradcam": latency(heat_map, ctx.args.calls)}
+        print(f"  {name}: predict p95 {row['predict']['p95_ms']:.0f} ms, Grad-CAM p95 {row['gradcam']['p95_ms']:.0f} ms")
+    results["gradcam_what"] = "decode + preprocess the upload, explain.gradcam, heatmap.overlay at model size"
+    return results
+
+
+def discover_pages(app: Path) -> list[str]:
+    """The page files app.py hands to st.Page (or Page), relative to app.py's folder, in the order written.
+
+    Pages given as a function (st.Page(home)) are app.py's own default page, timed anyway. A file named
+    but missing stays in the list, so that its visit fails in the table instead of leaving it.
+    """
+    if not Path(app).is_file():
+        return []
+    calls = sorted((node for node in ast.walk(ast.parse(Path(app).read_text()))
+                    if isinstance(node, ast.Call) and node.args
+                    and getattr(node.func, "attr", getattr(node.func, "id", None)) == "Page"),
+                   key=lambda node: (node.lineno, node.col_offset))
+    return list(dict.fromkeys(str(Path(c.args[0].value)) for c in calls
+                              if isinstance(c.args[0], ast.Constant) and isinstance(c.args[0].value, str)))
+
+
+def page_store(ctx) -> Path:
+    """10 finished runs: one tiny real run (1 epoch, 64 px) on the bench data, copied under new ids."""
+    if ctx.page_store:
+        return ctx.page_store
+    store = fresh(ctx.work / "page-runs")
+    child = common.run_child([sys.executable, "-m", "cxr_core", "train", "--data", str(ctx.data), "--model",
+                              registry.DEFAULT_MODEL, "--runs", str(store), "--epochs", "1", "--image-size", "64"],
+                             env=common.cli_env(CXR_CACHE_DIR=ctx.work / "cache-pages"), echo=False)
+    if child["rc"] != 0:
+        raise RuntimeError(f"could not train a tiny run: {' | '.join(child['lines'][-3:])}")
+    source, created = store / child["lines"][-1].strip(), time.time()
+    for i in range(9):
+        copy = store / f"{time.strftime('%Y%m%d-%H%M%S')}-{registry.DEFAULT_MODEL}-c{i:03x}"
+        shutil.copytree(source, copy)
+        status = json.loads((copy / "status.json").read_text())
+        (copy / "status.json").write_text(json.dumps(dict(status, created=created - 60 * (i + 1))))
+    ctx.page_store = store
+    return store
+
+
+def page_env(ctx) -> dict:
+    return common.cli_env(CXR_RUNS_DIR=page_store(ctx), CXR_DATA_DIR=ctx.data, CXR_CACHE_DIR=ctx.work / "cache-pages")
+
+
+def visit(at, page: str | None, default_title: str | None) -> dict:
+    """One page in a new AppTest session: the default page first, as a student opens the app, then a click."""
+    row = {"page": page or "(default page of app.py)"}
+    if page:
+        at.run().switch_page(page)
+    started = time.perf_counter()
+    at.run()
+    row["first_visit_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    at.run()
+    row["rerun_s"] = time.perf_counter() - started
+    row["exceptions"] = [e.value[:300] for e in at.exception]
+    row["title"] = next((e.value for e in [*at.title, *at.header]), None)  # proves the switch landed
+    if page and row["title"] is not None and row["title"] == default_title:
+        row["error"] = f"switch_page did not reach {page}: the default page rendered (title {row['title']!r})"
+    return row
+
+
+def select_runs(at, run_ids: list[str], count: int = 5) -> int | None:
+    """Pick `count` runs in the page's first multiselect that offers them; None when none does."""
+    for widget in at.multiselect:
+        labels = list(widget.options)  # what it shows; set_value takes the values (run ids) behind them
+        candidates = [r for r in run_ids if str(widget.format_func(r)) in labels] or labels
+        chosen = candidates[:min(count, widget.max_selections or count)]
+        if len(chosen) > 1:
+            widget.set_value(chosen)
+            return len(chosen)
+    return None
+
+
+def pages_child(spec: dict) -> None:
+    """Child process (a fresh interpreter, like a server just started): time every page under AppTest."""
+    from streamlit.testing.v1 import AppTest
+
+    app, timeout = spec["app"], spec["timeout"]
+    started = time.perf_counter()
+    AppTest.from_file(app, default_timeout=timeout).run()
+    result = {"pages": [], "compare": None, "app_first_run_s": time.perf_counter() - started}
+    for page in [None, *spec["pages"]]:
+        at = AppTest.from_file(app, default_timeout=timeout)
+        try:
+            row = visit(at, page, result["pages"][0].get("title") if result["pages"] else None)
+        except Exception as error:  # a page being written right now may not run yet
+            row = {"page": page, "error": f"{type(error).__name__}: {str(error)[:300]}"}
+        result["pages"].append(row)
+        if page and "compare" in Path(page).stem.lower() and "error" not in row and (chosen := select_runs(at, spec["run_ids"])):
+            started = time.perf_counter()
+            at.run()
+            result["compare"] = {"page": page, "runs_selected": chosen, "seconds": time.perf_counter() - started,
+                                 "selected_after_run": max((len(w.value) for w in at.multiselect), default=0),
+                                 "exceptions": [e.value[:300] for e in at.exception]}
+    print(json.dumps(result), flush=True)
+
+
+def section_pages(ctx) -> dict:
+    app = ctx.args.app.resolve()
+    if not app.is_file():
+        raise RuntimeError(f"{common.project_relative(app)} not found (--app)")
+    store = page_store(ctx)
+    run_ids = sorted(p.name for p in store.iterdir() if p.is_dir() and not p.name.startswith("."))
+    spec = {"app": str(app), "pages": discover_pages(app), "timeout": ctx.args.page_timeout, "run_ids": run_ids}
+    child = common.run_child(child_command("pages", spec), env=page_env(ctx), echo=False)
+    if child["rc"] != 0:
+        raise RuntimeError(" | ".join(child["lines"][-3:]))
+    result = dict(json.loads(child["lines"][-1]), app=common.project_relative(app),
+                  runs_in_store=len(run_ids),
+                  apptest_process_peak_rss_mib=child["peak_rss_mib"],
+                  what="AppTest in a fresh child process: app.py run once (cold), then per page a new session: the "
+                       "default page, switch_page + run (first visit, timed), run again (rerun, timed)")
+    for row in result["pages"]:
+        print(f"  {row['page']}: " + (row.get("error") or f"{row['first_visit_s']:.2f} s first visit"), flush=True)
+    return result
+
+
+def section_memory(ctx) -> dict:
+    """`streamlit run` with 10 runs stored, Chromium clicking every sidebar link; the server tree's peak RSS."""
+    from dashboard import browser, serve
+
+    visited = []
+    with serve(env=page_env(ctx), app=ctx.args.app) as url, common.TreeSampler(url.pid) as sampler, browser() as b:
+        tab = b.new_page()
+        for i in range(-1, 10_000):
+            started = time.perf_counter()
+            if i < 0:
+                tab.goto(url)
+                name = "(landing)"
+            else:
+                links = tab.locator('[data-testid="stSidebarNavLink"]')
+                if i >= links.count():
+                    break
+                name = links.nth(i).inner_text().strip().splitlines()[-1]  # the label, after the icon's name
+                links.nth(i).click()
+            tab.wait_for_timeout(300)  # let the click's rerun start before asking whether it finished
+            tab.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=120_000)
+            visited.append({"page": name, "seconds": time.perf_counter() - started})
+        rss_at_end = sampler.usage()[0]
+    print(f"  dashboard peak {sampler.peak_rss_mib:.0f} MiB over {len(visited)} pages", flush=True)
+    return {"dashboard": {"method": "`streamlit run app.py` driven by Playwright on Debian's Chromium; the server's "
+                          "process tree's resident memory sampled by psutil every 0.25 s",
+                          "peak_rss_mib": sampler.peak_rss_mib, "rss_at_end_mib": rss_at_end, "visited": visited}}
+
+
+def scale_child(spec: dict) -> None:
+    import os
+
+    os.environ["CXR_CACHE_DIR"] = spec["cache"]
+    from cxr_core import data as data_mod
+    from cxr_core import pipeline
+
+    split = data_mod.assign_splits(data_mod.scan_folder(spec["data"]).manifest, val_fraction=0.15,
+                                   test_fraction=0.15, seed=42)
+    started = time.perf_counter()
+    cache = pipeline.build_cache(split["path"].tolist(), spec["image_size"])
+    decode_s = time.perf_counter() - started
+    train = pipeline.with_cache_rows(split, cache).query("split == 'train'")
+    sum(1 for _ in pipeline.make_dataset(cache, train["row"][:BATCH], train["label"][:BATCH], batch_size=BATCH,
+                                         shuffle=False))  # TensorFlow's one-off start-up is not throughput
+    started = time.perf_counter()
+    ds = pipeline.make_dataset(cache, train["row"], train["label"], batch_size=BATCH, shuffle=True, seed=42)
+    n = sum(int(x.shape[0]) for x, _ in ds)
+    epoch_s = time.perf_counter() - started
+    print(json.dumps({"images": len(split), "decode_s": decode_s, "decode_images_per_s": len(split) / decode_s,
+                      "epoch_images": n, "epoch_s": epoch_s, "epoch_images_per_s": n / epoch_s,
+                      "cache_mib": cache.path.stat().st_size / 2**20}), flush=True)
+
+
+def section_scale(ctx) -> dict:
+    """Distinct JPEG files (copies of up to 300 real ones per class under new names) at a tenth and at full count."""
+    size, rows = registry.default_settings(registry.DEFAULT_MODEL).image_size, []
+    sources = {cls: [Path(p).read_bytes() for p in sorted(ctx.split.loc[ctx.split.class_name == cls, "path"])[:300]]
+               for cls in CLASSES}
+    normal_share = (ctx.split.class_name == "NORMAL").mean()
+    for count in sorted({max(200, ctx.args.scale_images // 10), ctx.args.scale_images}):
+        folder, cache = fresh(ctx.work / f"scale-{count}"), fresh(ctx.work / f"cache-scale-{count}")
+        for cls in CLASSES:
+            (folder / "train" / cls).mkdir(parents=True)
+        for i in range(count):
+            cls = "NORMAL" if i < round(count * normal_share) else "PNEUMONIA"
+            name = f"IM-{i:06d}-0001.jpeg" if cls == "NORMAL" else f"person{i}_bacteria_{i}.jpeg"
+            (folder / "train" / cls / name).write_bytes(sources[cls][i % len(sources[cls])])
+        spec = {"data": str(folder), "image_size": size, "cache": str(cache)}
+        child = common.run_child(child_command("scale", spec), echo=False)
+        if child["rc"] != 0:
+            raise RuntimeError(" | ".join(child["lines"][-3:]))
+        rows.append(dict(json.loads(child["lines"][-1]), peak_rss_mib=child["peak_rss_mib"]))
+        print(f"  {count} images: decode {rows[-1]['decode_images_per_s']:.0f} img/s, "
+              f"peak {rows[-1]['peak_rss_mib']:.0f} MiB", flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
+    return {"image_size": size, "runs": rows, "what": "scan + patient split + decode every image into the on-disk "
+            "cache + one shuffled epoch over the train split, in a child process; wait4's peak RSS"}
