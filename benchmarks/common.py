@@ -5,6 +5,7 @@ Not a script; the benchmarks import it. Starting the dashboard and Chromium is `
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import json
 import os
@@ -33,7 +34,6 @@ DEFAULT_TEST_DATA = PROJECT_ROOT.parent / "shared" / "data" / "chest_xray_test_d
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 # Ignored by git (.gitignore): the benchmark's own run store, logs and scratch folders.
 WORK_DIR = PROJECT_ROOT / "benchmarks" / "out"
-README = PROJECT_ROOT / "README.md"
 # The generated sections: (file under the documentation root, marker name). Each benchmark rewrites its own
 # with --update-docs (--update-readme is the older name of that flag); --docs-root points them at a copy.
 DOC_SECTIONS = {
@@ -57,10 +57,8 @@ def _cpu_model() -> str:
 
 
 def _gpus() -> list[str]:
-    """GPUs as TensorFlow sees them when it is loaded, else as the NVIDIA driver lists them.
-
-    Not a TensorFlow import just for this: it costs seconds per benchmark run.
-    """
+    """GPUs as TensorFlow sees them when it is loaded, else as the NVIDIA driver lists them (importing
+    TensorFlow just for this costs seconds)."""
     if "tensorflow" in sys.modules:
         import tensorflow as tf
 
@@ -72,27 +70,18 @@ def _gpus() -> list[str]:
         return []
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def machine() -> dict:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    def version(package: str) -> str | None:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
     gpus = _gpus()
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": _cpu_model(),
-        "cores": cores,
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "gpu": ", ".join(gpus) if gpus else "none",
-        "tensorflow": _version("tensorflow"),
-        "keras": _version("keras"),
-        "streamlit": _version("streamlit"),
-    }
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_model(),
+            "cores": len(psutil.Process().cpu_affinity() or []) or psutil.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "gpu": ", ".join(gpus) if gpus else "none",
+            **{name: version(name) for name in ("tensorflow", "keras", "streamlit")}}
 
 
 def machine_line(m: dict) -> str:
@@ -190,12 +179,9 @@ def update_section(path: Path, name: str, body: str) -> None:
 
 def update_docs(sections: dict[str, str], root: Path = PROJECT_ROOT) -> list[Path]:
     """Rewrite each {marker name: body} in the file DOC_SECTIONS names under `root`; returns the files."""
-    written = []
     for name, body in sections.items():
-        path = Path(root) / DOC_SECTIONS[name]
-        update_section(path, name, body)
-        written.append(path)
-    return sorted(set(written))
+        update_section(Path(root) / DOC_SECTIONS[name], name, body)
+    return sorted({Path(root) / DOC_SECTIONS[name] for name in sections})
 
 
 def add_docs_flags(parser) -> None:
@@ -229,9 +215,7 @@ def write_results(out_dir: Path, stem: str, result: dict, markdown: str) -> tupl
 
 def cli_env(**overrides) -> dict:
     """Environment for `python -m cxr_core` children: this one's, with `overrides` (paths become strings)."""
-    env = dict(os.environ)
-    env.update({k: str(v) for k, v in overrides.items()})
-    return env
+    return dict(os.environ, **{k: str(v) for k, v in overrides.items()})
 
 
 # TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not silence; kept in logs, not echoed.
@@ -239,33 +223,23 @@ _CHATTER = re.compile(r"^([IWE]\d{4} |WARNING: All log messages|To enable the fo
                       r".*UserWarning: `shuffle=True`|\s+self\.data_adapter = )")
 
 
-def _chatter(line: str) -> bool:
-    return bool(_CHATTER.match(line))
-
-
-def run_child(command: list[str], *, env: dict | None = None, log_path: Path | None = None,
-              on_line=None, echo: bool = True) -> dict:
+def run_child(command: list[str], *, env: dict | None = None, log_path: Path | None = None, echo: bool = True) -> dict:
     """Run a child process to the end, streaming its output; returns rc, lines, wall time and peak RSS.
 
-    Peak resident memory comes from wait4's rusage: the child's own high-water
-    mark (ru_maxrss, KiB on Linux), measured by the kernel, not sampled.
+    Peak resident memory is wait4's ru_maxrss (KiB on Linux): the child's lifetime high-water mark,
+    measured by the kernel, not sampled.
     """
-    started = time.perf_counter()
-    log = open(log_path, "w") if log_path else None
-    lines: list[str] = []
+    started, lines = time.perf_counter(), []
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=PROJECT_ROOT, env=env or cli_env(), bufsize=1)
     try:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            lines.append(line)
-            if log:
-                log.write(line + "\n")
+        with open(log_path or os.devnull, "w") as log:
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                log.write(line)
                 log.flush()
-            if echo and not _chatter(line):
-                print(f"    {line}", flush=True)
-            if on_line:
-                on_line(line, time.perf_counter() - started)
+                if echo and not _CHATTER.match(line):
+                    print(f"    {lines[-1]}", flush=True)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     except BaseException:
@@ -273,11 +247,40 @@ def run_child(command: list[str], *, env: dict | None = None, log_path: Path | N
         proc.wait()
         raise
     finally:
-        if log:
-            log.close()
         proc.stdout.close()
     return {"rc": proc.returncode, "lines": lines, "wall_s": time.perf_counter() - started,
             "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def app_pages(app: Path) -> list[dict]:
+    """The pages app.py hands to st.Page (or Page), in the order written: each one's `file` (relative to
+    app.py's folder; None for a page given as a function), nav `title`, `url_path`, whether it is the
+    `default`, and `heading`, the first constant st.title of its script (None when there is none).
+    Nothing is guessed from folders: a file named but missing stays in the list, with no heading."""
+    app = Path(app)
+    if not app.is_file():
+        return []
+    tree = ast.parse(app.read_text())
+
+    def first_title(node) -> str | None:
+        return next((c.args[0].value for c in ast.walk(node) if isinstance(c, ast.Call) and c.args
+                     and getattr(c.func, "attr", None) == "title" and isinstance(c.args[0], ast.Constant)), None)
+
+    functions = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+    calls = sorted((c for c in ast.walk(tree) if isinstance(c, ast.Call) and c.args
+                    and getattr(c.func, "attr", getattr(c.func, "id", None)) == "Page"),
+                   key=lambda c: (c.lineno, c.col_offset))
+    pages = []
+    for call in calls:
+        target = call.args[0]
+        options = {k.arg: k.value.value for k in call.keywords if isinstance(k.value, ast.Constant)}
+        file = str(Path(target.value)) if isinstance(target, ast.Constant) and isinstance(target.value, str) else None
+        script = (ast.parse((app.parent / file).read_text()) if (app.parent / file).is_file() else None) if file \
+            else functions.get(getattr(target, "id", None))
+        pages.append({"file": file, "title": options.get("title") or Path(file or "home").stem,
+                      "url_path": options.get("url_path", ""), "default": bool(options.get("default")),
+                      "heading": first_title(script) if script else None})
+    return pages
 
 
 def spread(values: list) -> dict:

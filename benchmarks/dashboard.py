@@ -1,19 +1,17 @@
-"""Start the dashboard and Chromium for a browser: the one starter the browser tests and benchmarks use.
+"""Start the dashboard and Chromium: the one starter the browser tests and the benchmarks use.
 
-    from dashboard import browser, serve          # benchmarks/ is on the path (pytest.ini, python benchmarks/x.py)
+    from dashboard import IDLE, browser, serve     # benchmarks/ is on the path (pytest.ini; python benchmarks/x.py)
 
-    with serve(env={"CXR_RUNS_DIR": "/tmp/runs"}) as url, browser() as chromium:
+    with serve(env={**os.environ, "CXR_RUNS_DIR": runs}) as url, browser() as chromium:
         tab = chromium.new_page()
-        tab.goto(url)                             # url.pid: the server's pid (its process tree's root)
+        tab.goto(url)                              # url.pid: the server's pid (the root of its process tree)
+        tab.wait_for_function(IDLE)                # the script run is over, images loaded
 
-serve(env=None, port=None, app=app.py, log=None, options=())
-    `streamlit run APP` headless on 127.0.0.1 (a free port unless given), in its own process group;
-    env: the whole environment when given (os.environ otherwise); options: extra `--key value` flags.
-    Yields the base URL once /_stcore/health answers; stops the server's whole group at the end.
-browser() / async_browser()
-    Playwright's Chromium from Debian (shutil.which("chromium")), no sandbox, no GPU, nothing fetched
-    in the background. Yields a playwright Browser (sync or async API); closed at the end.
-CHROMIUM is the executable (None where absent: tests skip on it).
+serve(env=None, port=None, app=None, log=None, options=()): `streamlit run app.py` headless on 127.0.0.1
+(a free port unless given) in its own process group, with `env` as its whole environment (os.environ
+when None) and extra `--key value` options; yields the base URL once /_stcore/health answers and
+stops the whole group at the end. browser() / async_browser(): a Playwright Browser (sync or async
+API) on Debian's Chromium (CHROMIUM; None where absent, for skips), closed at the end.
 """
 
 from __future__ import annotations
@@ -35,12 +33,14 @@ from common import PROJECT_ROOT
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chromium as root in a container: no sandbox, no GPU, nothing fetched in the background.
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# A page is settled when its script run is over, no skeleton or spinner is left and its images have loaded.
+IDLE = ("() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state')"
+        " === 'notRunning' && !document.querySelector('[data-testid=\"stSkeleton\"], [data-testid=\"stSpinner\"]')"
+        " && [...document.querySelectorAll('[data-testid=\"stMain\"] img')].every(i => i.complete)")
 
 
 class Url(str):
-    """The server's base URL; `.pid` is the server's process id (psutil.Process(url.pid) for its tree)."""
-
-    pid: int
+    pid: int  # the server's process id
 
 
 def free_port() -> int:

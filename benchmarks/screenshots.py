@@ -18,12 +18,12 @@ import argparse
 import io
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+
+from dashboard import IDLE, browser, serve
 
 import common
 from cxr_core.store import RunStore
@@ -39,9 +39,6 @@ PAGES = {
     "compare": ("compare", "Compare runs", 0),
     "predict": ("predict", "Predict", 0),
 }
-IDLE = ("() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state')"
-        " === 'notRunning' && !document.querySelector('[data-testid=\"stSkeleton\"]')"
-        " && !document.querySelector('[data-testid=\"stSpinner\"]')")
 
 
 def train_missing(models: list[str], data: Path | None, runs: Path, env: dict, extra: list[str]) -> list[str]:
@@ -64,29 +61,6 @@ def train_missing(models: list[str], data: Path | None, runs: Path, env: dict, e
             raise RuntimeError(f"training {model} failed: " + " | ".join(child["lines"][-3:]))
         ids.append(child["lines"][-1].strip())
     return ids
-
-
-def start_server(env: dict, log_path: Path, cleanup: ExitStack) -> str:
-    port = common.free_port()
-    log = cleanup.enter_context(open(log_path, "wb"))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"],
-        cwd=common.PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    cleanup.callback(stop, server)
-    url = f"http://127.0.0.1:{port}"
-    common.wait_healthy(url, server, log=log_path)
-    return url
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=20)
 
 
 def small_png(raw: bytes) -> bytes:
@@ -134,24 +108,16 @@ def shoot(tab, url: str, name: str, xray: Path, out: Path, timeout_ms: int) -> d
 
 
 def take(url: str, out: Path, xray: Path, timeout_s: float) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        raise RuntimeError("no chromium on the PATH (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=common.BROWSER_ARGS)
-        try:
-            tab = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT}).new_page()
-            return {name: shoot(tab, url, name, xray, out, int(timeout_s * 1000)) for name in PAGES}
-        finally:
-            browser.close()
+    with browser() as chromium:
+        tab = chromium.new_context(viewport={"width": WIDTH, "height": HEIGHT}).new_page()
+        return {name: shoot(tab, url, name, xray, out, int(timeout_s * 1000)) for name in PAGES}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="Kaggle-layout folder to show (default: the synthetic demo set)")
-    p.add_argument("--out", type=Path, default=common.PROJECT_ROOT / "docs" / "images", help="where the PNGs go (default: docs/images)")
+    p.add_argument("--out", type=Path, default=common.PROJECT_ROOT / "docs" / "images",
+                   help="where the PNGs go (default: docs/images)")
     p.add_argument("--runs", type=Path, help="a run store to use and keep (default: a temporary one)")
     p.add_argument("--models", default="baseline_cnn,regularized_cnn", help="models trained first (default: %(default)s)")
     p.add_argument("--epochs", type=int, help="train for this many epochs (default: each model's recipe)")
@@ -173,7 +139,8 @@ def main(argv=None) -> int:
         root = resolve_root(data) if data else work / "cache" / "demo_data"
         xray = sorted((root / "test" / "PNEUMONIA").glob("*.jpeg")) or sorted(root.rglob("PNEUMONIA/*.jpeg"))
         args.out.mkdir(parents=True, exist_ok=True)
-        shots = take(start_server(env, work / "streamlit.log", cleanup), args.out, xray[0], args.timeout_s)
+        url = cleanup.enter_context(serve(env=env, log=work / "streamlit.log", options=("--client.toolbarMode", "minimal")))
+        shots = take(url, args.out, xray[0], args.timeout_s)
     print(json.dumps({"pages": shots}), flush=True)
     return 1 if any(s["exceptions"] for s in shots.values()) else 0
 

@@ -21,9 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 import common
 from cxr_core import data as data_mod
 from cxr_core import registry
@@ -37,10 +34,9 @@ SECTIONS = {
     "predict": ("speed_sections", "section_predict", "one 2000x2000 JPEG through inference.predict_image, and Grad-CAM"),
     "pages": ("speed_sections", "section_pages", "each page app.py names in st.Page, under AppTest with 10 runs stored"),
     "memory": ("speed_sections", "section_memory", "the dashboard's peak memory after a browser visited every page"),
-    "scale": ("speed_sections", "section_scale", "a synthetic folder of 20,000 images: pipeline images/s and peak memory"),
 }
 # Child processes the sections start (a fresh interpreter each): name -> (module, function).
-CHILDREN = {"pages": ("speed_sections", "pages_child"), "scale": ("speed_sections", "scale_child")}
+CHILDREN = {"pages": ("speed_sections", "pages_child")}
 
 
 def function(module: str, name: str):
@@ -57,26 +53,6 @@ def fresh(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
-
-
-def limited_copy(data: Path, limit: int, out: Path, seed: int) -> Path:
-    """A Kaggle-layout folder of symlinks to about `limit` train images: whole patients, classes in proportion."""
-    manifest = data_mod.scan_folder(data).manifest
-    manifest = manifest[manifest.source_split == "train"]
-    rng, chosen = np.random.default_rng(seed), []
-    for _, group in manifest.groupby("label"):
-        quota, taken = round(limit * len(group) / len(manifest)), 0
-        for patient in rng.permutation(group["patient_id"].unique()):
-            if taken >= quota:
-                break
-            rows = group[group.patient_id == patient]
-            chosen.append(rows)
-            taken += len(rows)
-    root = fresh(out)
-    for _, row in pd.concat(chosen).iterrows():
-        (root / "train" / row.class_name).mkdir(parents=True, exist_ok=True)
-        (root / "train" / row.class_name / Path(row.path).name).symlink_to(row.path)
-    return root
 
 
 class Context:
@@ -99,16 +75,13 @@ def parse_args(argv):
     p.add_argument("--test-data", type=Path, default=common.DEFAULT_TEST_DATA,
                    help="folder with test/{NORMAL,PNEUMONIA}: the official test dev half (default: %(default)s)")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections (default: all: {','.join(SECTIONS)})")
-    p.add_argument("--limit", type=int, help="use only about N train images (whole patients, classes in proportion)")
     p.add_argument("--epochs", type=int, help="cap both recipes' epochs (default: each recipe's own)")
     p.add_argument("--image-size", type=int, help="train both recipes at this size (default: each recipe's own)")
     p.add_argument("--repeats", type=int, default=3, help="alternating repeats of the training comparison (default: %(default)s)")
     p.add_argument("--skip-seed-baseline", action="store_true", help=argparse.SUPPRESS)  # older results' commands
     p.add_argument("--calls", type=int, default=50, help="timed prediction calls (default: %(default)s)")
     p.add_argument("--predict-models", default=",".join(names()), help="models to time predictions of (default: all)")
-    p.add_argument("--scale-images", type=int, default=20000, help="images in the synthetic scale folder (default: %(default)s)")
     p.add_argument("--app", type=Path, default=common.PROJECT_ROOT / "app.py", help="the dashboard's entry script")
-    p.add_argument("--page-timeout", type=float, default=120.0, help="seconds before AppTest gives up on a page")
     p.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where speed.json/.md go (default: %(default)s)")
     p.add_argument("--work", type=Path, default=common.WORK_DIR, help="scratch folder (default: %(default)s)")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -134,10 +107,7 @@ def measure(args, only: list[str], result: dict) -> bool:
     args.work.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="speed-", dir=args.work))
     try:
-        data = args.data.expanduser().resolve()
-        if args.limit:
-            data = limited_copy(data, args.limit, work / f"data-limit-{args.limit}", seed=0)
-        ctx = Context(args, data, work)
+        ctx = Context(args, args.data.expanduser().resolve(), work)
     except UserError as error:  # a wrong --data: one line, like the CLI
         shutil.rmtree(work, ignore_errors=True)
         raise SystemExit(f"error: {error}") from None
@@ -181,9 +151,8 @@ def main(argv=None) -> int:
         common.write_results(args.out, "speed", result, "# Speed benchmark\n\n" + render(result))
     else:
         print(f"speed benchmark: sections {','.join(only)}\n  {common.command_line()}", flush=True)
-        data = common.project_relative(args.data) + (f" (--limit {args.limit} train images)" if args.limit else "")
-        result = {"benchmark": "speed", "command": common.command_line(), "date": common.now_iso(),
-                  "git": common.git_state(), "machine": common.machine(), "data": data, "targets": TARGETS,
+        result = {"benchmark": "speed", "command": common.command_line(), "date": common.now_iso(), "git": common.git_state(),
+                  "machine": common.machine(), "data": common.project_relative(args.data), "targets": TARGETS,
                   "sections": {k: v for k, v in previous.get("sections", {}).items() if k not in only and k in SECTIONS}}
         failed = measure(args, only, result)
     print("\n" + render(result))

@@ -17,14 +17,13 @@ SIDES = {"seed_regularized": "regularized_cnn, the study's recipe", "ours": "reg
 
 def section_flags(name: str, args) -> str:
     """The flags that shortened or changed this section's measurement (empty: the full figure)."""
-    flags = [("limit", args.limit)]
+    flags = []
     if name == "training":
         default_dev = Path(args.test_data).expanduser().resolve() == common.DEFAULT_TEST_DATA.resolve()
-        flags += [("epochs", args.epochs), ("image-size", args.image_size),
+        flags = [("epochs", args.epochs), ("image-size", args.image_size),
                   ("repeats", args.repeats if args.repeats < 3 else None),
                   ("test-data", None if default_dev else common.project_relative(args.test_data))]
-    flags += [("scale-images", args.scale_images if name == "scale" and args.scale_images != 20000 else None),
-              ("calls", args.calls if name == "predict" and args.calls != 50 else None)]
+    flags.append(("calls", args.calls if name == "predict" and args.calls != 50 else None))
     return " ".join(f"--{k} {v}" for k, v in flags if v is not None)
 
 
@@ -105,7 +104,7 @@ def training_table(t: dict) -> str:
 
 
 def other_rows(sections: dict, flags) -> list[tuple[dict, list]]:
-    """(section, row) for the pipeline, prediction, pages, dashboard memory and scale figures."""
+    """(section, row) for the pipeline, prediction, pages and dashboard memory figures."""
     rows, p, pr, pg = [], sections.get("pipeline"), sections.get("predict"), sections.get("pages")
     if p:
         rows.append((p, [f"input pipeline images/s, ours warm / cold / study's loader{flags(p)}",
@@ -132,15 +131,6 @@ def other_rows(sections: dict, flags) -> list[tuple[dict, list]]:
         rows.append((sections["memory"], [f"dashboard peak memory after every page ({d['method'].split(';')[0]})",
                                           f"{d['peak_rss_mib'] / 1024:.2f} GiB", "<= 1.5 GiB",
                                           verdict(d["peak_rss_mib"] / 1024, TARGETS["dashboard_peak_gib"])]))
-    s = sections.get("scale")
-    if s:
-        small, large = s["runs"][0], s["runs"][-1]
-        bounded = large["peak_rss_mib"] - small["peak_rss_mib"] < 0.5 * (large["cache_mib"] - small["cache_mib"]) + 100
-        rows += [(s, [f"scale: {large['images']} images, decode / epoch images/s{flags(s)}",
-                      f"{large['decode_images_per_s']:.0f} / {large['epoch_images_per_s']:.0f}", "-", "-"]),
-                 (s, [f"scale: peak memory at {small['images']} vs {large['images']} images (cache file)",
-                      f"{small['peak_rss_mib']:.0f} vs {large['peak_rss_mib']:.0f} MiB ({small['cache_mib']:.0f} vs "
-                      f"{large['cache_mib']:.0f} MiB on disk)", "bounded", "yes" if bounded else "NO"])]
     return rows
 
 

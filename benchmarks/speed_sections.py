@@ -1,11 +1,10 @@
-"""The speed benchmark's other sections: input pipeline, prediction, pages, dashboard memory, scale.
+"""The speed benchmark's other sections: input pipeline, prediction, pages and dashboard memory.
 
 Each `section_*(ctx)` returns its JSON; `*_child(spec)` runs in a fresh interpreter (speed.py --child).
 """
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import shutil
@@ -118,19 +117,9 @@ def section_predict(ctx) -> dict:
 
 
 def discover_pages(app: Path) -> list[str]:
-    """The page files app.py hands to st.Page (or Page), relative to app.py's folder, in the order written.
-
-    Pages given as a function (st.Page(home)) are app.py's own default page, timed anyway. A file named
-    but missing stays in the list, so that its visit fails in the table instead of leaving it.
-    """
-    if not Path(app).is_file():
-        return []
-    calls = sorted((node for node in ast.walk(ast.parse(Path(app).read_text()))
-                    if isinstance(node, ast.Call) and node.args
-                    and getattr(node.func, "attr", getattr(node.func, "id", None)) == "Page"),
-                   key=lambda node: (node.lineno, node.col_offset))
-    return list(dict.fromkeys(str(Path(c.args[0].value)) for c in calls
-                              if isinstance(c.args[0], ast.Constant) and isinstance(c.args[0].value, str)))
+    """The page files app.py hands to st.Page, in the order written (common.app_pages). Pages given as a
+    function are app.py's own default page, timed anyway."""
+    return list(dict.fromkeys(page["file"] for page in common.app_pages(app) if page["file"]))
 
 
 def page_store(ctx) -> Path:
@@ -217,7 +206,7 @@ def section_pages(ctx) -> dict:
         raise RuntimeError(f"{common.project_relative(app)} not found (--app)")
     store = page_store(ctx)
     run_ids = sorted(p.name for p in store.iterdir() if p.is_dir() and not p.name.startswith("."))
-    spec = {"app": str(app), "pages": discover_pages(app), "timeout": ctx.args.page_timeout, "run_ids": run_ids}
+    spec = {"app": str(app), "pages": discover_pages(app), "timeout": 120.0, "run_ids": run_ids}
     child = common.run_child(child_command("pages", spec), env=page_env(ctx), echo=False)
     if child["rc"] != 0:
         raise RuntimeError(" | ".join(child["lines"][-3:]))
@@ -257,54 +246,3 @@ def section_memory(ctx) -> dict:
     return {"dashboard": {"method": "`streamlit run app.py` driven by Playwright on Debian's Chromium; the server's "
                           "process tree's resident memory sampled by psutil every 0.25 s",
                           "peak_rss_mib": sampler.peak_rss_mib, "rss_at_end_mib": rss_at_end, "visited": visited}}
-
-
-def scale_child(spec: dict) -> None:
-    import os
-
-    os.environ["CXR_CACHE_DIR"] = spec["cache"]
-    from cxr_core import data as data_mod
-    from cxr_core import pipeline
-
-    split = data_mod.assign_splits(data_mod.scan_folder(spec["data"]).manifest, val_fraction=0.15,
-                                   test_fraction=0.15, seed=42)
-    started = time.perf_counter()
-    cache = pipeline.build_cache(split["path"].tolist(), spec["image_size"])
-    decode_s = time.perf_counter() - started
-    train = pipeline.with_cache_rows(split, cache).query("split == 'train'")
-    sum(1 for _ in pipeline.make_dataset(cache, train["row"][:BATCH], train["label"][:BATCH], batch_size=BATCH,
-                                         shuffle=False))  # TensorFlow's one-off start-up is not throughput
-    started = time.perf_counter()
-    ds = pipeline.make_dataset(cache, train["row"], train["label"], batch_size=BATCH, shuffle=True, seed=42)
-    n = sum(int(x.shape[0]) for x, _ in ds)
-    epoch_s = time.perf_counter() - started
-    print(json.dumps({"images": len(split), "decode_s": decode_s, "decode_images_per_s": len(split) / decode_s,
-                      "epoch_images": n, "epoch_s": epoch_s, "epoch_images_per_s": n / epoch_s,
-                      "cache_mib": cache.path.stat().st_size / 2**20}), flush=True)
-
-
-def section_scale(ctx) -> dict:
-    """Distinct JPEG files (copies of up to 300 real ones per class under new names) at a tenth and at full count."""
-    size, rows = registry.default_settings(registry.DEFAULT_MODEL).image_size, []
-    sources = {cls: [Path(p).read_bytes() for p in sorted(ctx.split.loc[ctx.split.class_name == cls, "path"])[:300]]
-               for cls in CLASSES}
-    normal_share = (ctx.split.class_name == "NORMAL").mean()
-    for count in sorted({max(200, ctx.args.scale_images // 10), ctx.args.scale_images}):
-        folder, cache = fresh(ctx.work / f"scale-{count}"), fresh(ctx.work / f"cache-scale-{count}")
-        for cls in CLASSES:
-            (folder / "train" / cls).mkdir(parents=True)
-        for i in range(count):
-            cls = "NORMAL" if i < round(count * normal_share) else "PNEUMONIA"
-            name = f"IM-{i:06d}-0001.jpeg" if cls == "NORMAL" else f"person{i}_bacteria_{i}.jpeg"
-            (folder / "train" / cls / name).write_bytes(sources[cls][i % len(sources[cls])])
-        spec = {"data": str(folder), "image_size": size, "cache": str(cache)}
-        child = common.run_child(child_command("scale", spec), echo=False)
-        if child["rc"] != 0:
-            raise RuntimeError(" | ".join(child["lines"][-3:]))
-        rows.append(dict(json.loads(child["lines"][-1]), peak_rss_mib=child["peak_rss_mib"]))
-        print(f"  {count} images: decode {rows[-1]['decode_images_per_s']:.0f} img/s, "
-              f"peak {rows[-1]['peak_rss_mib']:.0f} MiB", flush=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(cache, ignore_errors=True)
-    return {"image_size": size, "runs": rows, "what": "scan + patient split + decode every image into the on-disk "
-            "cache + one shuffled epoch over the train split, in a child process; wait4's peak RSS"}

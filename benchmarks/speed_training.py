@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -24,9 +25,6 @@ from cxr_core import registry
 
 # Result keys keep their names ("seed_regularized": the seed study's recipe), so earlier results still read.
 RECIPES = {"seed_regularized": "study", "ours": "improved"}
-FIGURES = {"final_accuracy": ("final", "accuracy"), "final_auc": ("final", "auc"), "final_macro_f1": ("final", "macro_f1"),
-           "total_wall_s": ("total_wall_s",), "seconds_per_epoch": ("seconds_per_epoch",),
-           "evaluation_s": ("evaluation_s",), "peak_rss_mib": ("peak_rss_mib",)}
 
 
 def dev_folder(args) -> Path:
@@ -37,7 +35,7 @@ def dev_folder(args) -> Path:
     return dev
 
 
-def cli(ctx, *args, env: dict, echo: bool = False) -> dict:
+def cli(*args, env: dict, echo: bool = False) -> dict:
     child = common.run_child([sys.executable, "-m", "cxr_core", *map(str, args)], env=env, echo=echo)
     if child["rc"] != 0:
         raise RuntimeError(f"`cxr_core {args[0]}` failed: {' | '.join(child['lines'][-3:])}")
@@ -54,36 +52,19 @@ def run_side(ctx, side: str, repeat: int, dev: Path) -> dict:
     env = common.cli_env(CXR_CACHE_DIR=cache, TF_CPP_MIN_LOG_LEVEL="2")
     flags = [*(["--epochs", ctx.args.epochs] if ctx.args.epochs else []),
              *(["--image-size", ctx.args.image_size] if ctx.args.image_size else [])]
-    train = cli(ctx, "train", "--model", registry.DEFAULT_MODEL, "--recipe", RECIPES[side], "--data", ctx.data,
+    train = cli("train", "--model", registry.DEFAULT_MODEL, "--recipe", RECIPES[side], "--data", ctx.data,
                 "--runs", runs, *flags, env=env, echo=not ctx.args.quiet)
     run = RunStore(runs).get(train["lines"][-1].strip())
-    scored = cli(ctx, "evaluate", run.run_id, "--runs", runs, "--data", dev, "--split", "test", "--json", env=env)
+    scored = cli("evaluate", run.run_id, "--runs", runs, "--data", dev, "--split", "test", "--json", env=env)
     report = json.loads(next(line for line in reversed(scored["lines"]) if line.startswith("{")))
     history = run.history()
     return {"side": side, "repeat": repeat, "run": run.run_id, "image_size": run.settings["image_size"],
             "per_epoch": [{k: e.get(k) for k in ("epoch", "seconds", "val_auc")} for e in history],
             "total_wall_s": train["wall_s"], "evaluation_s": scored["wall_s"], "peak_rss_mib": train["peak_rss_mib"],
-            "seconds_per_epoch": float(sorted(e["seconds"] for e in history)[len(history) // 2]),
+            "seconds_per_epoch": float(statistics.median(e["seconds"] for e in history)),
             "scored": "the run's kept model at its own threshold (`cxr_core evaluate RUN --data DEV --split test`)",
             "final": {k: report[k] for k in ("accuracy", "sensitivity", "specificity", "auc", "macro_f1",
                                              "threshold", "confusion_matrix", "n")}}
-
-
-def summarise(runs: list[dict]) -> dict:
-    """Per side, each figure's median [min, max] over the repeats; the wall-time ratio within each repeat."""
-    def value(run, path):
-        for key in path:
-            run = (run or {}).get(key)
-        return run
-
-    summary = {side: {name: common.spread([value(r, path) for r in runs if r["side"] == side])
-                      for name, path in FIGURES.items()} for side in SIDES}
-    walls = {(r["repeat"], r["side"]): r["total_wall_s"] for r in runs}
-    repeats = sorted({r["repeat"] for r in runs})
-    summary["wall_ratio"] = common.spread([walls[(k, "ours")] / walls[(k, "seed_regularized")]
-                                           if (k, "ours") in walls and (k, "seed_regularized") in walls else None
-                                           for k in repeats])
-    return summary
 
 
 def section_training(ctx) -> dict:
@@ -93,11 +74,8 @@ def section_training(ctx) -> dict:
         for side in SIDES:
             print(f"  repeat {repeat}/{ctx.args.repeats}: {SIDES[side]}", flush=True)
             runs.append(run_side(ctx, side, repeat, dev))
-    summary = summarise(runs)
-    print(f"  wall time, ours / the study's recipe: {common.fmt(summary['wall_ratio']['median'], 2)} "
-          f"over {ctx.args.repeats} repeat(s)", flush=True)
     study = registry.default_settings(registry.DEFAULT_MODEL, "study").to_dict()
     return {"test_data": common.project_relative(dev), "repeats": ctx.args.repeats, "order": list(SIDES),
             "seed_recipe": dict(study, **{k: getattr(ctx.args, k) for k in ("epochs", "image_size")
                                           if getattr(ctx.args, k)}),
-            "runs": runs, "summary": summary}
+            "runs": runs}
