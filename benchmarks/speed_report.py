@@ -78,12 +78,13 @@ def training_rows(t: dict, flags: str) -> list[list]:
                  for f in ("accuracy", "auc", "macro_f1"))
     faster = median["ours"]["total_wall_s"] <= median["study"]["total_wall_s"]
     ratio = median["study"]["total_wall_s"] / median["ours"]["total_wall_s"]
+    less = f"{ratio:.1f}x less" if ratio >= 1 else f"{1 / ratio:.1f}x more"
     scores = "; ".join(f"{label} {spread_text(ours[f])} vs {spread_text(study[f])}"
                        for label, f in (("accuracy", "accuracy"), ("AUC", "auc"), ("macro F1", "macro_f1")))
     gib = [[None if v is None else v / 1024 for v in side["peak_rss_mib"]] for side in (ours, study)]
     return [[f"full default run, ours vs `train --recipe study`, {repeats_text(t)}{flags}: total wall time; "
              "dev accuracy, AUC, macro F1", f"{spread_text(ours['total_wall_s'], 0, ' s')} vs "
-             f"{spread_text(study['total_wall_s'], 0, ' s')} ({ratio:.1f}x less); {scores}",
+             f"{spread_text(study['total_wall_s'], 0, ' s')} ({less}); {scores}",
              "no slower, and better on all three", "yes" if faster and better else "NO"],
             [f"training peak memory, ours vs the study's recipe (the same runs, {repeats_text(t)})",
              f"{spread_text(gib[0], 2, ' GiB')} vs {spread_text(gib[1], 2, ' GiB')}", "<= 3 GiB (ours)",
