@@ -4,16 +4,14 @@
     python benchmarks/classroom.py --sessions 10 --out benchmarks/results --update-docs
     python benchmarks/classroom.py --render --update-docs      # measure nothing: rewrite from classroom.json
 
-Each session (a Chromium context of its own, so its own Streamlit session) opens the default page,
-then clicks every other page app.py names in st.Page, in the order written, and uploads an X-ray on
-Predict, as a student would. A step runs from the click (or the upload) until the page's heading is
-shown, Streamlit is idle and its images are loaded. The benchmark starts its own `streamlit run app.py`
-over the demo set with a private run store and cache, trains one tiny run first, then queues a long
-run in the dashboard's own background worker, measures that run's batches/s alone and then while the
-class works, and stops everything at the end. The server's process tree (the server and its predictor
-process; not the worker) is sampled through psutil for memory and CPU seconds: CPU seconds per page
-view is what one view costs the server, whatever the browsers cost the machine. The last line printed
-is a JSON object; --out also writes it to classroom.json.
+Each session (a Chromium context of its own, so its own Streamlit session) opens the default page, clicks
+every other page app.py names in st.Page, in the order written, and uploads an X-ray on Predict. A step
+runs from the click (or upload) until the page's heading is shown, Streamlit is idle and its images have
+loaded. The benchmark starts its own server on the demo set with a private run store and cache, trains a
+tiny run, queues a long one in the dashboard's own worker, measures that run's batches/s alone and then
+while the class works, and stops everything at the end. psutil samples the server's process tree (with
+its predictor, not the worker): its CPU seconds per page view is what a view costs the server, whatever
+the browsers cost the machine. The last line printed is JSON; --out also writes classroom.json.
 """
 
 from __future__ import annotations
@@ -78,8 +76,7 @@ def stop_training(store: RunStore, run_id: str, worker) -> None:
         if store.get(run_id).state in ("queued", "running"):
             jobs.cancel(run_id, store)
         worker.wait(timeout=60)
-    except Exception as error:  # cleanup must go on: the worker goes, whatever the run's files say
-        print(f"stopping run {run_id}: {type(error).__name__}: {error}; killing its worker", file=sys.stderr)
+    finally:  # cleanup goes on: the worker goes, whatever the run's files say
         worker.kill()
         worker.wait()
 

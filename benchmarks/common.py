@@ -47,13 +47,9 @@ def now_iso() -> str:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""  # psutil does not name it
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.lower().startswith("model name")),
+                platform.processor() or platform.machine())
 
 
 def _gpus() -> list[str]:
@@ -123,9 +119,7 @@ def git_state(root: Path = PROJECT_ROOT) -> dict:
 
 def commit_label(state: dict | None) -> str:
     """The commit as the docs print it; whether the tree was dirty stays in the JSON."""
-    if not state or not state.get("commit"):
-        return "not recorded"
-    return state["commit"][:10]
+    return state["commit"][:10] if state and state.get("commit") else "not recorded"
 
 
 def provenance(result: dict) -> str:

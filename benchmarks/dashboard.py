@@ -1,17 +1,16 @@
 """Start the dashboard and Chromium: the one starter the browser tests and the benchmarks use.
 
-    from dashboard import IDLE, browser, serve     # benchmarks/ is on the path (pytest.ini; python benchmarks/x.py)
+    from dashboard import IDLE, browser, serve   # benchmarks/ is on the path (pytest.ini; python benchmarks/x.py)
 
     with serve(env={**os.environ, "CXR_RUNS_DIR": runs}) as url, browser() as chromium:
         tab = chromium.new_page()
-        tab.goto(url)                              # url.pid: the server's pid (the root of its process tree)
-        tab.wait_for_function(IDLE)                # the script run is over, images loaded
+        tab.goto(url)                            # url.pid: the server's pid (the root of its process tree)
+        tab.wait_for_function(IDLE)              # the script run is over, images loaded
 
-serve(env=None, port=None, app=None, log=None, options=()): `streamlit run app.py` headless on 127.0.0.1
-(a free port unless given) in its own process group, with `env` as its whole environment (os.environ
-when None) and extra `--key value` options; yields the base URL once /_stcore/health answers and
-stops the whole group at the end. browser() / async_browser(): a Playwright Browser (sync or async
-API) on Debian's Chromium (CHROMIUM; None where absent, for skips), closed at the end.
+serve(env=None, port=None, app=None, log=None, options=()): `streamlit run app.py` headless on 127.0.0.1 (a free
+port unless given), in its own process group, `env` its whole environment (default os.environ), `options` extra
+flags; yields the URL once /_stcore/health answers, then stops the group. browser() / async_browser(): a
+Playwright Browser (sync / async API) on Debian's Chromium (CHROMIUM, None where absent), closed at the end.
 """
 
 from __future__ import annotations

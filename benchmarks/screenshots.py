@@ -24,6 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from dashboard import IDLE, browser, serve
+from PIL import Image
 
 import common
 from cxr_core.store import RunStore
@@ -46,10 +47,8 @@ def train_missing(models: list[str], data: Path | None, runs: Path, env: dict, e
     from cxr_core import run_tables
 
     store, ids = RunStore(runs), []
-    data_dir = str(data) if data else None
     for model in models:
-        finished = [r for r in store.finished() if r.model == model
-                    and (data_dir is None or run_tables.trained_on(r, data_dir))]
+        finished = [r for r in store.finished() if r.model == model and (not data or run_tables.trained_on(r, str(data)))]
         if finished:
             ids.append(finished[0].run_id)
             continue
@@ -65,8 +64,6 @@ def train_missing(models: list[str], data: Path | None, runs: Path, env: dict, e
 
 def small_png(raw: bytes) -> bytes:
     """A palette PNG: the pages are flat colours and greys, so 256 colours lose nothing a reader sees."""
-    from PIL import Image
-
     image = Image.open(io.BytesIO(raw)).convert("RGB")
     for colours in (256, 128, 64):
         buffer = io.BytesIO()
@@ -91,26 +88,16 @@ def shoot(tab, url: str, name: str, xray: Path, out: Path, timeout_ms: int) -> d
     settle(tab, heading, images, timeout_ms)
     if name == "predict":
         tab.locator("input[type='file']").set_input_files(str(xray), timeout=timeout_ms)
-        result = tab.get_by_text("Grad-CAM: evidence for").first
-        result.wait_for(timeout=timeout_ms)
+        tab.get_by_text("Grad-CAM: evidence for").first.wait_for(timeout=timeout_ms)
         tab.wait_for_function(IDLE, polling=200, timeout=timeout_ms)
         tab.get_by_text("P(pneumonia)").first.scroll_into_view_if_needed()
         tab.wait_for_timeout(1000)
     exceptions = tab.locator('[data-testid="stException"]').count()
-    png = small_png(tab.screenshot())
-    target = out / f"{name}.png"
+    png, target = small_png(tab.screenshot()), out / f"{name}.png"
     common.atomic_write_bytes(target, png)
     os.chmod(target, 0o644)
-    from PIL import Image
-
-    width, height = Image.open(target).size
+    width, height = Image.open(io.BytesIO(png)).size
     return {"file": str(target), "width": width, "height": height, "bytes": len(png), "exceptions": exceptions}
-
-
-def take(url: str, out: Path, xray: Path, timeout_s: float) -> dict:
-    with browser() as chromium:
-        tab = chromium.new_context(viewport={"width": WIDTH, "height": HEIGHT}).new_page()
-        return {name: shoot(tab, url, name, xray, out, int(timeout_s * 1000)) for name in PAGES}
 
 
 def main(argv=None) -> int:
@@ -140,7 +127,8 @@ def main(argv=None) -> int:
         xray = sorted((root / "test" / "PNEUMONIA").glob("*.jpeg")) or sorted(root.rglob("PNEUMONIA/*.jpeg"))
         args.out.mkdir(parents=True, exist_ok=True)
         url = cleanup.enter_context(serve(env=env, log=work / "streamlit.log", options=("--client.toolbarMode", "minimal")))
-        shots = take(url, args.out, xray[0], args.timeout_s)
+        tab = cleanup.enter_context(browser()).new_context(viewport={"width": WIDTH, "height": HEIGHT}).new_page()
+        shots = {name: shoot(tab, url, name, xray[0], args.out, int(args.timeout_s * 1000)) for name in PAGES}
     print(json.dumps({"pages": shots}), flush=True)
     return 1 if any(s["exceptions"] for s in shots.values()) else 0
 

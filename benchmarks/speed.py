@@ -5,9 +5,8 @@
     python benchmarks/speed.py --only pipeline,predict,pages     # a few sections (others keep earlier results)
     python benchmarks/speed.py --render --update-docs            # rewrite speed.md and docs/performance.md from speed.json
 
-Results go to benchmarks/results/speed.json and speed.md; sections not run keep their earlier results,
-and every section records the commit, command, data folder and machine that measured it. For a profile,
-run a section under py-spy: `py-spy record -o profile.svg -- python benchmarks/speed.py --only pages`.
+Results go to benchmarks/results/speed.json and speed.md; sections not run keep their earlier results; each
+records its commit, command, data and machine. A profile: `py-spy record -- python benchmarks/speed.py --only pages`.
 """
 
 from __future__ import annotations
@@ -144,17 +143,16 @@ def main(argv=None) -> int:
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     if not only or any(s not in SECTIONS for s in only):
         raise SystemExit(f"--only: choose from {', '.join(SECTIONS)}")
-    previous = json.loads((args.out / "speed.json").read_text()) if (args.out / "speed.json").is_file() else {}
-    failed = False
     if args.render:
-        result = common.read_results(args.out, "speed")
-        common.write_results(args.out, "speed", result, "# Speed benchmark\n\n" + render(result))
+        result, failed = common.read_results(args.out, "speed"), False
     else:
         print(f"speed benchmark: sections {','.join(only)}\n  {common.command_line()}", flush=True)
+        previous = json.loads((args.out / "speed.json").read_text()) if (args.out / "speed.json").is_file() else {}
         result = {"benchmark": "speed", "command": common.command_line(), "date": common.now_iso(), "git": common.git_state(),
                   "machine": common.machine(), "data": common.project_relative(args.data), "targets": TARGETS,
                   "sections": {k: v for k, v in previous.get("sections", {}).items() if k not in only and k in SECTIONS}}
         failed = measure(args, only, result)
+    common.write_results(args.out, "speed", result, "# Speed benchmark\n\n" + render(result))
     print("\n" + render(result))
     if args.update_docs:
         for path in common.update_docs({"speed": render(result, full=False)}, args.docs_root):

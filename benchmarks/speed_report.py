@@ -94,11 +94,10 @@ def training_rows(t: dict, flags: str) -> list[list]:
 def training_table(t: dict) -> str:
     header = ["side", "repeats", "dev accuracy", "dev AUC", "dev macro F1", "total wall time", "seconds per epoch",
               "dev scoring (excluded)", "peak memory"]
-    rows = [[label, len(side_values(t, side, "total_wall_s")), spread_text(side_values(t, side, "accuracy")),
-             spread_text(side_values(t, side, "auc")), spread_text(side_values(t, side, "macro_f1")),
-             spread_text(side_values(t, side, "total_wall_s"), 0, " s"),
-             spread_text(side_values(t, side, "seconds_per_epoch"), 1, " s"),
-             spread_text(side_values(t, side, "evaluation_s"), 0, " s"),
+    shown = (("accuracy", 3, ""), ("auc", 3, ""), ("macro_f1", 3, ""), ("total_wall_s", 0, " s"),
+             ("seconds_per_epoch", 1, " s"), ("evaluation_s", 0, " s"))
+    rows = [[label, len(side_values(t, side, "total_wall_s")),
+             *(spread_text(side_values(t, side, f), digits, unit) for f, digits, unit in shown),
              spread_text([v / 1024 for v in side_values(t, side, "peak_rss_mib")], 2, " GiB")]
             for side, label in SIDES.items() if side_values(t, side, "total_wall_s")]
     return common.markdown_table(header, rows)

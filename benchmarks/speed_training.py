@@ -1,13 +1,11 @@
 """Training section: the full default run against the study's recipe, both through the product's CLI.
 
-Each repeat runs, one at a time and in this order, `python -m cxr_core train --model regularized_cnn
---recipe study` and the same command with our default recipe, each in a fresh interpreter with a
-cold private cache (decoding is part of its time, as on a first run). Wall time and peak memory
-(wait4's ru_maxrss: the child's lifetime high-water mark) are the train child's; then
-`python -m cxr_core evaluate RUN --data DEV --split test --json` scores the model the run kept, at
-the run's own threshold, on the official test dev half, in a child of its own whose time is not
-counted. Repeats rerun the same seeds: their range is timing noise and TensorFlow's
-non-determinism, not seed-to-seed variation.
+Each repeat runs `python -m cxr_core train --model regularized_cnn --recipe study`, then the same with our
+defaults, one at a time, each with a cold private cache (decoding counts, as on a first run). Wall time and
+peak memory (wait4's ru_maxrss, the child's lifetime high-water mark) are the train child's; then
+`python -m cxr_core evaluate RUN --data DEV --split test --json` scores the model the run kept, at its own
+threshold, on the official test dev half, untimed. Repeats rerun the same seeds: their range is timing
+noise and TensorFlow's non-determinism, not seed-to-seed variation.
 """
 
 from __future__ import annotations
