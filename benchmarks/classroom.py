@@ -31,6 +31,7 @@ from dashboard import IDLE, async_browser, serve
 
 import common
 from cxr_core import jobs, registry
+from cxr_core.config import demo_data_dir
 from cxr_core.registry import default_settings
 from cxr_core.store import RunStore
 
@@ -39,11 +40,11 @@ UPLOAD_PAGE, UPLOAD = "Predict", "Predict upload"
 
 def training_step(store: RunStore, run_id: str) -> int | None:
     """Batches the background run has done so far (None until it trains)."""
-    status = store.get(run_id).status
-    steps, batch = status.get("steps_per_epoch"), status.get("batch")
-    if store.get(run_id).state != "running" or not steps or batch is None:
+    run = store.get(run_id)
+    steps, batch = run.status.get("steps_per_epoch"), run.status.get("batch")
+    if run.state != "running" or not steps or batch is None:
         return None
-    return int(status.get("epoch") or 0) * int(steps) + int(batch)
+    return int(run.status.get("epoch") or 0) * int(steps) + int(batch)
 
 
 def start_training(env: dict, work: Path, cleanup: ExitStack, alone_s: float) -> tuple[RunStore, str, float | None]:
@@ -52,8 +53,6 @@ def start_training(env: dict, work: Path, cleanup: ExitStack, alone_s: float) ->
                               "--epochs", "1", "--image-size", "64", "--runs", str(work / "runs")], env=env, echo=False)
     if child["rc"] != 0:
         raise RuntimeError("tiny training run failed: " + " | ".join(child["lines"][-3:]))
-    from cxr_core.config import demo_data_dir
-
     store, settings = RunStore(work / "runs"), default_settings(registry.DEFAULT_MODEL)
     settings.epochs, settings.image_size, settings.batch_size, settings.early_stopping_patience = 200, 128, 16, 0
     run_id = jobs.submit(settings, demo_data_dir(), store, start=False)
@@ -178,20 +177,16 @@ def publish(result: dict, args) -> None:
 def measure(args) -> dict:
     result = {"sessions": args.sessions, "git": common.git_state(), "date": common.now_iso(),
               "machine": common.machine_line(common.machine()), "command": common.command_line()}
-    pages = common.app_pages(common.PROJECT_ROOT / "app.py")
-    pages = sorted(pages, key=lambda p: not p["default"])  # the default page first, as the URL opens it
+    pages = sorted(common.app_pages(common.PROJECT_ROOT / "app.py"), key=lambda p: not p["default"])  # as the URL opens
     result["pages"] = [p["title"] for p in pages]
     with ExitStack() as cleanup:
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="classroom-")))
-        env = common.cli_env(CXR_RUNS_DIR=work / "runs", CXR_CACHE_DIR=work / "cache")
-        for name in ("CXR_DATA_DIR", "CXR_DATA_ROOTS", "CXR_TEACHER_KEY"):
-            env.pop(name, None)
+        env = {k: v for k, v in common.cli_env(CXR_RUNS_DIR=work / "runs", CXR_CACHE_DIR=work / "cache").items()
+               if k not in ("CXR_DATA_DIR", "CXR_DATA_ROOTS", "CXR_TEACHER_KEY")}
         os.environ.update({k: env[k] for k in ("CXR_RUNS_DIR", "CXR_CACHE_DIR")})  # jobs.* in this process
         os.environ.pop("CXR_DATA_DIR", None)
         print("training a tiny run, then a long one in the background", file=sys.stderr, flush=True)
         store, run_id, result["training_alone_batches_per_s"] = start_training(env, work, cleanup, args.baseline_s)
-        from cxr_core.config import demo_data_dir
-
         xray = sorted((demo_data_dir() / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
         url = cleanup.enter_context(serve(env=env))
         # The teacher's tab, which `streamlit run` opens, pays the server's first imports.

@@ -5,6 +5,7 @@ Not a script; the benchmarks import it. Starting the dashboard and Chromium is `
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib.metadata
 import json
@@ -180,8 +181,6 @@ def update_docs(sections: dict[str, str], root: Path = PROJECT_ROOT) -> list[Pat
 
 def add_docs_flags(parser) -> None:
     """--update-docs (alias --update-readme) and the hidden --docs-root every benchmark takes."""
-    import argparse
-
     parser.add_argument("--update-docs", "--update-readme", dest="update_docs", action="store_true",
                         help="rewrite this benchmark's generated sections of README.md and docs/")
     parser.add_argument("--docs-root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
@@ -266,14 +265,13 @@ def app_pages(app: Path) -> list[dict]:
                    key=lambda c: (c.lineno, c.col_offset))
     pages = []
     for call in calls:
-        target = call.args[0]
-        options = {k.arg: k.value.value for k in call.keywords if isinstance(k.value, ast.Constant)}
-        file = str(Path(target.value)) if isinstance(target, ast.Constant) and isinstance(target.value, str) else None
-        script = (ast.parse((app.parent / file).read_text()) if (app.parent / file).is_file() else None) if file \
-            else functions.get(getattr(target, "id", None))
-        pages.append({"file": file, "title": options.get("title") or Path(file or "home").stem,
-                      "url_path": options.get("url_path", ""), "default": bool(options.get("default")),
-                      "heading": first_title(script) if script else None})
+        target, options = call.args[0], {k.arg: k.value.value for k in call.keywords if isinstance(k.value, ast.Constant)}
+        file = str(Path(target.value)) if isinstance(getattr(target, "value", None), str) else None
+        script = functions.get(getattr(target, "id", None)) if file is None else \
+            ast.parse((app.parent / file).read_text()) if (app.parent / file).is_file() else None
+        pages.append({"file": file, "title": options.get("title") or Path(file or "home").stem, "heading":
+                      script and first_title(script), "url_path": options.get("url_path", ""),
+                      "default": bool(options.get("default"))})
     return pages
 
 

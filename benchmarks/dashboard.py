@@ -42,12 +42,6 @@ class Url(str):
     pid: int  # the server's process id
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_healthy(url: str, server: subprocess.Popen, log, timeout: float) -> None:
     def tail() -> str:
         log.flush()
@@ -83,7 +77,10 @@ def serve(env: dict | None = None, port: int | None = None, app: Path | None = N
           options: tuple = (), timeout: float = 120.0):
     """`streamlit run app.py` until the block ends; yields its Url (see the module's docstring)."""
     app = Path(app or PROJECT_ROOT / "app.py").resolve()
-    port = port or free_port()
+    if port is None:
+        with socket.socket() as sock:  # a free port: the kernel's pick, released for streamlit to take
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none", *options]

@@ -4,12 +4,10 @@
     python benchmarks/screenshots.py --data ../shared/data/chest_xray --out /tmp/shots
     python benchmarks/screenshots.py --models regularized_cnn --epochs 1 --image-size 64 --out /tmp/s   # quick
 
-Starts `streamlit run app.py` on the demo set (on --data when given) with a private run store and
-cache, first training through the CLI what Compare and Predict need (`python -m cxr_core train`, one
-run per --models; an existing --runs store keeps its finished runs). Then it opens each page at
-1200 px wide, waits until the page is drawn and Streamlit is idle, checks that no exception is shown,
-and writes one PNG per page, reduced to a 256-colour palette so that each stays small. The last line
-printed is JSON: each page's file, size in pixels and bytes, and whether it showed an exception.
+Starts the dashboard (dashboard.serve) on the demo set (on --data when given) with a private run store and
+cache, first training through the CLI what Compare and Predict need (one run per --models; a --runs store
+keeps its finished runs). Each page is opened 1200 px wide, settled, checked for exceptions and written as a
+256-colour PNG. The last line printed is JSON: each page's file, size in pixels and bytes, and exceptions.
 """
 
 from __future__ import annotations

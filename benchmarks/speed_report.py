@@ -28,7 +28,7 @@ def section_flags(name: str, args) -> str:
 
 
 def verdict(value, target) -> str:
-    return "n/a" if value is None else "yes" if value <= target else "NO"
+    return "n/a" if value is None else "yes" if value <= target else "NO"  # every target is an upper bound
 
 
 def spread_text(values: list, digits: int = 3, unit: str = "") -> str:
@@ -139,9 +139,7 @@ def summary(sections: dict) -> list[list]:
         return f" ({s['flags_note']})" if s.get("flags_note") else ""
 
     ok = {name: s for name, s in sections.items() if "error" not in s}
-    t = ok.get("training")
-    # A training section stored before both sides ran through `train` (its seed_recipe has no "recipe") is not shown.
-    pairs = [(t, row) for row in training_rows(t, flags(t))] if t and "recipe" in t.get("seed_recipe", {}) else []
+    pairs = [(ok["training"], row) for row in training_rows(ok["training"], flags(ok["training"]))] if "training" in ok else []
     pairs += other_rows(ok, flags)
     pairs += [(s, [f"{name} section", f"failed: {s['error']}", "-", "NO"]) for name, s in sections.items() if "error" in s]
     return [[*row, common.commit_label(section.get("git"))] for section, row in pairs]
@@ -180,7 +178,7 @@ def render(result: dict, full: bool = True) -> str:
              "same run, one after the other, so that load on the machine weighs on both alike.", "",
              common.markdown_table(["figure", "measured", "target", "met", "commit"], summary(sections)), ""]
     t = sections.get("training")
-    shown = t and "error" not in t and "recipe" in t.get("seed_recipe", {})
+    shown = t and "error" not in t
     if shown:
         lines += [training_table(t), ""]
     found = notes(result) + (training_notes(t) if shown else [])

@@ -118,8 +118,7 @@ def section_predict(ctx) -> dict:
 
 
 def discover_pages(app: Path) -> list[str]:
-    """The page files app.py hands to st.Page, in the order written (common.app_pages). Pages given as a
-    function are app.py's own default page, timed anyway."""
+    """The page files app.py hands to st.Page, in the order written (a page given as a function is its default)."""
     return list(dict.fromkeys(page["file"] for page in common.app_pages(app) if page["file"]))
 
 
