@@ -32,8 +32,7 @@ from dashboard import IDLE, async_browser, serve
 import common
 from cxr_core import jobs, registry
 from cxr_core.config import demo_data_dir
-from cxr_core.registry import default_settings
-from cxr_core.store import RunStore
+from cxr_core.store import ACTIVE_STATES, RunStore
 
 UPLOAD_PAGE, UPLOAD = "Predict", "Predict upload"
 
@@ -53,7 +52,7 @@ def start_training(env: dict, work: Path, cleanup: ExitStack, alone_s: float) ->
                               "--epochs", "1", "--image-size", "64", "--runs", str(work / "runs")], env=env, echo=False)
     if child["rc"] != 0:
         raise RuntimeError("tiny training run failed: " + " | ".join(child["lines"][-3:]))
-    store, settings = RunStore(work / "runs"), default_settings(registry.DEFAULT_MODEL)
+    store, settings = RunStore(work / "runs"), registry.default_settings(registry.DEFAULT_MODEL)
     settings.epochs, settings.image_size, settings.batch_size, settings.early_stopping_patience = 200, 128, 16, 0
     run_id = jobs.submit(settings, demo_data_dir(), store, start=False)
     worker = jobs.spawn_worker(store)  # `python -m cxr_core worker`, as the Train page starts it
@@ -70,11 +69,14 @@ def start_training(env: dict, work: Path, cleanup: ExitStack, alone_s: float) ->
 
 
 def stop_training(store: RunStore, run_id: str, worker) -> None:
-    """Cancel the background run; a worker that has not ended within a minute is killed."""
+    """Cancel the background run and wait (a minute at most) until it has ended; then end its worker,
+    which would otherwise wait on for more jobs."""
     try:
-        if store.get(run_id).state in ("queued", "running"):
+        if store.get(run_id).state in ACTIVE_STATES:
             jobs.cancel(run_id, store)
-        worker.wait(timeout=60)
+        deadline = time.time() + 60
+        while store.get(run_id).state in ACTIVE_STATES and time.time() < deadline:
+            time.sleep(0.5)
     finally:  # cleanup goes on: the worker goes, whatever the run's files say
         worker.kill()
         worker.wait()
