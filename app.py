@@ -9,6 +9,7 @@ Not for clinical use.
 import streamlit as st
 
 from cxr_core import explore
+from cxr_core.config import shown_path
 from cxr_core.store import ACTIVE_STATES, RunState
 from ui import data_sets, navigation, teacher
 from ui import home as ui_home
@@ -31,7 +32,7 @@ def home() -> None:
     ui_home.sample_row(scan, split)
     store = ui_runs.store()
     runs = store.list()
-    st.subheader("Best result on the official test split")
+    st.subheader(ui_home.best_run_heading(scan.synthetic))
     ui_home.best_run_panel(store, runs, scan.root)
 
     st.subheader("Active data set")
@@ -43,7 +44,7 @@ def home() -> None:
                    icon=":material/science:")
         st.code("python -m cxr_core download", language="bash")
     else:
-        st.success(f"Real images from `{summary['root']}`.", icon=":material/folder_open:")
+        st.success(f"Real images from `{shown_path(summary['root'])}`.", icon=":material/folder_open:")
     cols = st.columns(4)
     cols[0].metric("Images", f"{summary['images']:,}")
     cols[1].metric("NORMAL", f"{summary['classes']['NORMAL']:,}")

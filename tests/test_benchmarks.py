@@ -22,8 +22,6 @@ from cxr_core.config import PROJECT_ROOT
 
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
 
-MODELS = ("baseline_cnn", "regularized_cnn")
-
 
 @pytest.fixture(scope="module")
 def bench_data(tmp_path_factory):
@@ -158,103 +156,6 @@ def test_the_stored_classroom_result_renders_what_was_measured(tmp_path):
     share = stored["training_under_load_batches_per_s"] / stored["training_alone_batches_per_s"]
     assert f"({share:.0%} of its speed alone)" in text and "is fine" not in text
     assert f"{stored['server_cpu_s'] / stored['page_views']:.2f} s ({stored['server_cpu_s']} s for" in text
-
-# ---------------------------------------------------------------- quality
-
-
-def test_quality_benchmark_end_to_end_then_reuse(bench_data, tmp_path):
-    runs, out, root = tmp_path / "runs", tmp_path / "results", docs_copy(tmp_path)
-    from cxr_core.demo import write_demo_dataset
-
-    shifted = write_demo_dataset(tmp_path / "shifted", n_normal=8, n_pneumonia=8, seed=11, image_size=64)
-    n_shifted = len(list((shifted / "test").rglob("*.jpeg")))
-    common_args = ["--data", bench_data, "--test-data", shifted, "--models", ",".join(MODELS), "--recipes", "improved", "--runs", runs,
-                   "--out", out, "--quiet", *[a for m in MODELS for a in ("--epochs-override", f"{m}=1")]]
-    run_script("quality.py", *common_args, timeout=600)
-    result = json.loads((out / "quality.json").read_text())
-    # The headline is the shifted test folder; the own split comes second.
-    for row in result["rows"] + [result["ensemble"]]:
-        assert row["shifted"]["n_test"] == n_shifted and row["shifted"]["source"] == "shifted"
-        assert 0.0 <= row["shifted"]["accuracy"] <= 1.0
-    assert not Path(result["data"]).is_absolute() and not Path(result["test_data"]).is_absolute()
-    assert result["complete"] and not result["failed"] and result["synthetic"]
-    assert [r["model"] for r in result["rows"]] == list(MODELS)
-    for row in result["rows"] + [result["ensemble"]]:
-        for metric in ("accuracy", "sensitivity", "specificity", "macro_f1", "auc"):
-            assert 0.0 <= row[metric] <= 1.0, (row["model"], metric)
-            low, high = row["ci95"][metric]
-            assert 0.0 <= low <= high <= 1.0
-        assert 0.0 <= row["threshold"] <= 1.0 and row["train_seconds"] > 0
-    for row in result["rows"]:
-        assert row["epochs_run"] == 1 and row["epochs_overridden"] and row["weights_used"].startswith("none")
-    assert result["ensemble"]["members"] == list(MODELS)
-    assert result["test_split"]["n"] == result["rows"][0]["n_test"] > 0
-    assert result["machine"]["cpu"] and result["date"]
-    markdown = (out / "quality.md").read_text()
-    for needle in (*MODELS, "ensemble (soft vote of 2)", "published, official test split", "Kermany",
-                   "SYNTHETIC", "epochs overridden", "not directly comparable"):
-        assert needle in markdown
-    assert markdown.index("On the official test split") < markdown.index("On the test split carved from train")
-    assert str(PROJECT_ROOT.parent) not in markdown
-
-    # --reuse: the finished runs are picked up, nothing is trained again; the docs copy gets the tables.
-    again = run_script("quality.py", *common_args, "--reuse", "--update-docs", "--docs-root", root, timeout=600)
-    assert again.stdout.count("reusing finished run") == len(MODELS)
-    reused = json.loads((out / "quality.json").read_text())
-    assert [r["run"] for r in reused["rows"]] == [r["run"] for r in result["rows"]]
-    full = section(root, "quality")
-    assert "| baseline_cnn |" in full and "by `python benchmarks/quality.py" in full and "dirty" not in full
-    assert section(root, "ablation") == section(PROJECT_ROOT, "ablation")
-    assert section(root, "results") == section(PROJECT_ROOT, "results")  # the README's table is the ablation's
-    # --render: the tables again from quality.json alone (nothing trained), with the alias of --update-docs.
-    run_script("quality.py", "--render", "--out", out, "--update-readme", "--docs-root", root)
-    assert section(root, "quality") == full
-
-
-def test_ablation_runs_each_recipe_per_seed_and_reports_the_spread(bench_data, tmp_path):
-    from cxr_core.demo import write_demo_dataset
-
-    shifted = write_demo_dataset(tmp_path / "shifted", n_normal=8, n_pneumonia=8, seed=12, image_size=64)
-    out, root = tmp_path / "results", docs_copy(tmp_path)
-    run_script("ablation.py", "--data", bench_data, "--test-data", shifted, "--recipes", "defaults",
-               "--seeds", "1,2", "--epochs", 1, "--runs", tmp_path / "runs", "--out", out, "--quiet",
-               "--update-docs", "--docs-root", root)
-    result = json.loads((out / "ablation.json").read_text())
-    runs = result["runs"]
-    assert [(r["recipe"], r["seed"]) for r in runs] == [("defaults", 1), ("defaults", 2)]
-    summary = result["recipes"]["defaults"]
-    accuracies = [r["test_accuracy"] for r in runs]
-    assert summary["test_accuracy"] == pytest.approx((sum(accuracies) / 2, min(accuracies), max(accuracies)))
-    assert summary["seeds"] == [1, 2] and result["git"]["commit"]
-    ablation = section(root, "ablation")
-    assert "| `defaults` |" in ablation and "chosen while looking at this test folder" in ablation
-    assert "| `defaults` | fixed 0.5 | 0.500 |" in ablation  # the threshold rules on the same runs
-    rules = {row["rule"]: row for row in runs[0]["rules"]}
-    assert rules["fixed 0.5"]["threshold"] == 0.5 and set(rules) == set(ablation_module().RULES)
-    assert section(root, "quality") == section(PROJECT_ROOT, "quality")
-    small = section(root, "results")
-    assert "| ours: regularized_cnn, our recipe (2 seeds) |" in small and "| published: Seed study: regularized CNN |" in small
-
-
-def ablation_module():
-    import ablation
-
-    return ablation
-
-
-def test_quality_weights_plan_never_calls_random_init_pretrained(monkeypatch):
-    import quality
-
-    monkeypatch.setattr(quality, "keras_cached", lambda model: False)
-    monkeypatch.setattr(quality, "imagenet_reachable", lambda timeout=3.0: False)
-    plan = quality.plan_weights(["regularized_cnn", "mobilenetv2_frozen", "densenet121_frozen"], [])
-    assert plan["mobilenetv2_frozen"] == ("none", quality.OFFLINE)
-    assert plan["regularized_cnn"][0] is None
-    local = quality.plan_weights(["densenet121_frozen"], ["densenet121=/tmp/w.h5"])
-    assert local["densenet121_frozen"][0].endswith("w.h5") and "local file" in local["densenet121_frozen"][1]
-    assert quality.plan_weights(["mobilenetv2_finetune"], ["none"])["mobilenetv2_finetune"][1] == "random init (--weights none)"
-
-
 
 
 # ---------------------------------------------------------------- speed

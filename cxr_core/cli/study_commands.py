@@ -20,7 +20,8 @@ def cmd_compare(args) -> int:
         evaluation = run.evaluation(args.split, args.on)
         if evaluation is None:
             how = "" if args.on == OWN else " --data FOLDER"
-            raise UserError(f"run {run.run_id} has no {args.split} evaluation on {args.on}; run `python -m cxr_core evaluate {run.run_id} --split {args.split}{how}`")
+            raise UserError(f"run {run.run_id} has no {args.split} evaluation on {args.on}; "
+                            f"run `python -m cxr_core evaluate {run.run_id} --split {args.split}{how}`")
         evaluations[run.run_id] = evaluation
     table = run_tables.metrics_table(evaluations)
     synthetic = [run.run_id for run in runs if run.status.get("synthetic")]
