@@ -4,62 +4,31 @@ submission from a session that already submitted is refused, and the answers sur
 
 The store holds no trained run: the class view then says there is no model to compare with (the model
 side is covered under AppTest in test_read_page.py), which keeps this test to reading and storing.
-Streamlit and Chromium start as in test_browser.py; the test skips when Chromium is absent.
+Streamlit and Chromium start through benchmarks/dashboard.py; the test skips when Chromium is absent.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
-from contextlib import contextmanager
 
+import dashboard  # benchmarks/dashboard.py: the one starter of the dashboard and Chromium
 import pytest
+from dashboard import CHROMIUM, serve
 
-import common  # benchmarks/common.py: the benchmarks' way to start a dashboard for Chromium, shared
 from cxr_core import reads
-from cxr_core.config import CLASSES, PROJECT_ROOT
+from cxr_core.config import CLASSES
 from cxr_core.store import RunStore
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CONFIDENCE = "How sure are you?"
 pytestmark = pytest.mark.skipif(CHROMIUM is None,
                                 reason="Debian's chromium is not installed (apt-get install chromium)")
 
 
-@contextmanager
-def serving(env: dict, log):
-    """`streamlit run app.py` with `env` on a free port; yields its base URL until the block ends."""
-    port = common.free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    with open(log, "ab") as out:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        common.wait_healthy(url, process, timeout=90, log=log)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=common.BROWSER_ARGS)
+    with dashboard.browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 def settle(tab) -> None:
@@ -142,7 +111,7 @@ def test_five_students_read_a_set_and_the_room_sees_them(browser, demo_dir, tmp_
     log = tmp_path / "streamlit.log"
     contexts = []
     try:
-        with serving(env, log) as url:
+        with serve(env=env, log=log) as url:
             for n, (name, calls) in enumerate(students.items()):
                 context = browser.new_context(viewport={"width": 1400, "height": 1000})
                 context.set_default_timeout(120_000)
@@ -174,6 +143,6 @@ def test_five_students_read_a_set_and_the_room_sees_them(browser, demo_dir, tmp_
     assert all(a["truth"] == t for a, t in zip(by_name["perfect"]["answers"], truth))
 
     # The server restarts (a new process over the same store): the answers are all still there.
-    with serving(env, log) as url:
+    with serve(env=env, log=log) as url:
         class_view(browser, url, set_id, readers=5)
     assert len(json.loads(cli("reads", set_id, "--json", "--runs", store.root).stdout)["readers"]) == 5
