@@ -6,11 +6,12 @@ opening the same page reads each folder and decodes each file once.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
+from PIL import Image
 
 from cxr_core import config, data, demo, images
 from cxr_core.config import UserError
@@ -83,8 +84,11 @@ def caption(scan) -> None:
         st.caption(f"Data: `{config.shown_path(scan.root)}` ({len(scan.manifest):,} images)")
 
 
-def thumbnail(path: str, size: int = 192) -> np.ndarray | None:
-    """A file as the model sees it (padded square), for galleries; None if it cannot be read."""
+def thumbnail(path: str, size: int = 192) -> bytes | None:
+    """A file as the model sees it (padded square), as PNG bytes for st.image; None if it cannot be read.
+
+    Encoded once, in the cache: st.image encodes an array again on every rerun of every session, which a
+    classroom's page views pay for in server CPU."""
     try:
         mtime = os.stat(path).st_mtime_ns
     except OSError:
@@ -93,11 +97,14 @@ def thumbnail(path: str, size: int = 192) -> np.ndarray | None:
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def _thumbnail(path: str, size: int, mtime: int) -> np.ndarray | None:
+def _thumbnail(path: str, size: int, mtime: int) -> bytes | None:
     try:
-        return images.load_for_model(path, size)[..., 0]
+        pixels = images.load_for_model(path, size)[..., 0]
     except images.ImageDecodeError:
         return None
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def thumbnail_grid(items, columns: int = 6) -> None:
