@@ -14,7 +14,8 @@ target sensitivity) on images no member trained on, which is guaranteed thus:
   chosen there and the ensemble keeps that split (its test split stays unseen by every member);
 - members on different splits of one data folder: only images in every member's validation or test
   split, in no member's training split, choose the threshold (the ensemble's split marks them "val"
-  and every other image "train"); refused when they do not hold both classes;
+  and every other image "train"); refused when they do not hold both classes. Each member's split is
+  by patient, so a child whose image is unseen by every member has all its images unseen by them;
 - an imported member's training images are unknown, so nothing can be shown unseen by it: such an
   ensemble needs --threshold P (fixed) or --threshold-on DIR (a labelled folder, the site rule),
   the folder refused when it shares an image with a trained member's training split.
@@ -161,6 +162,8 @@ def _own_threshold(model, run, trained: list, store: RunStore, echo) -> dict:
     split = unseen_split(trained, store)
     root = data_mod.resolve_root(run.settings["data_dir"])
     atomic_write_csv(run.path / "split.csv", split)
+    store.set_status(run.run_id, counts={name: int((split.split == name).sum()) for name in ("train", "val", "test")},
+                     patient_overlap=data_mod.patient_overlap(split))
     part = split[split.split != "train"].assign(path=lambda f: [str(root / p) for p in f["path"]])
     cache = pipeline.build_cache(part["path"].tolist(), int(run.settings["image_size"]))
     part = pipeline.with_cache_rows(part, cache)

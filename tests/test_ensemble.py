@@ -65,6 +65,17 @@ def test_the_ensembles_heat_map_is_the_members_maps_averaged(trained, demo_dir):
     np.testing.assert_allclose(explain.gradcam(loaded.model, pixels, class_index=1), np.mean(maps, axis=0), atol=1e-5)
 
 
+def test_the_lessons_sanity_check_randomizes_every_member(trained, demo_dir):
+    from cxr_core.lesson import sanity_maps
+
+    store, run_id = trained
+    loaded = load_run(run_id, store)
+    pixels = images.load_for_model(next((demo_dir / "test" / "NORMAL").glob("*")), loaded.image_size)
+    maps = sanity_maps(loaded.model, explain.randomized_copy(loaded.model), pixels, "NORMAL")
+    assert maps["trained"].shape == maps["randomized"].shape == (loaded.image_size,) * 2
+    assert not np.allclose(maps["trained"], maps["randomized"], atol=1e-3)
+
+
 def test_every_command_that_takes_a_run_takes_an_ensemble(trained, demo_dir, tmp_path, capsys):
     store, run_id = trained
     member = store.get(run_id).settings["members"][0]
@@ -95,6 +106,8 @@ def test_members_on_two_splits_choose_the_threshold_on_images_neither_trained_on
         trained_on |= set(member_split[member_split.split == "train"].path)
     chosen_on = set(split[split.split == "val"].path)
     assert chosen_on and not chosen_on & trained_on
+    # Splits are by patient, so no child of the threshold images was trained on by any member either.
+    assert store.get(combined).status["patient_overlap"]["train/val"] == 0
     assert set(predictions(combined, "val", store).path) == chosen_on
 
 

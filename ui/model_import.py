@@ -35,9 +35,10 @@ def import_command(path: str, name: str, runs_root: str, declared: dict) -> list
 
 def run_import(content: bytes, file_name: str, name: str, runs_root: str, declared: dict) -> tuple[bool, str]:
     """(stored?, the run id or the one-line error), the upload never left in the temp folder."""
-    suffix = Path(file_name).suffix.lower()
+    # The original name, made safe for a path: the run records it beside the file's sha256.
+    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in Path(file_name).name).lstrip(".")
     folder = tempfile.mkdtemp(prefix="cxr-import-")
-    path = os.path.join(folder, f"upload{suffix}")
+    path = os.path.join(folder, safe or "upload.keras")
     try:
         with open(path, "wb") as handle:
             handle.write(content)
