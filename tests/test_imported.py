@@ -212,3 +212,31 @@ def test_the_predict_page_says_why_a_savedmodel_has_no_heat_map(demo_dir, tmp_pa
     assert not at.exception, [e.value for e in at.exception]
     assert any(run_id.rsplit("-", 1)[-1] in m.label for m in at.metric)
     assert any("can only call" in c.value for c in at.caption)
+
+
+def test_an_imported_model_is_compared_and_reported_beside_a_trained_run(tiny_run, demo_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    from cxr_core.cli import main
+
+    trained_store, trained_id = tiny_run
+    store = RunStore(tmp_path / "runs")
+    shutil.copytree(trained_store.run_path(trained_id), store.root / trained_id)
+    site = tmp_path / "site"
+    shutil.copytree(demo_dir / "test", site / "test")
+    imported = import_model(save(outside_model(3, "logits2"), "keras", tmp_path), "colab", store,
+                            InputHandling(output="logits2"))
+    runs = ["--runs", str(store.root)]
+    with pytest.raises(UserError, match="pass --data"):
+        evaluate_run(imported, "test", store)  # no split of its own
+    for run_id in (imported, trained_id):
+        assert main(["evaluate", run_id, "--data", str(site), "--json", *runs]) == 0
+    source = json.loads(capsys.readouterr().out.splitlines()[-1])["source"]
+    assert main(["compare", imported, trained_id, "--on", source, "--json", *runs]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {row["run"] for row in report["metrics"]} == {imported, trained_id} and "mcnemar" in report
+    assert main(["report", imported, trained_id, "--on", source, "--out", str(tmp_path / "r.html"), *runs]) == 0
+    image = sorted((site / "test" / "NORMAL").glob("*"))[0]
+    assert main(["predict", imported, str(image), "--heatmap", str(tmp_path / "cam.png"), *runs]) == 0
+    assert (tmp_path / "cam.png").stat().st_size > 0
