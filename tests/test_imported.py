@@ -240,3 +240,14 @@ def test_an_imported_model_is_compared_and_reported_beside_a_trained_run(tiny_ru
     image = sorted((site / "test" / "NORMAL").glob("*"))[0]
     assert main(["predict", imported, str(image), "--heatmap", str(tmp_path / "cam.png"), *runs]) == 0
     assert (tmp_path / "cam.png").stat().st_size > 0
+
+
+def test_predict_heatmap_of_a_savedmodel_says_why_in_one_line(demo_dir, tmp_path, capsys):
+    from cxr_core.cli import main
+
+    store = RunStore(tmp_path / "runs")
+    run_id = import_model(save(outside_model(1, "sigmoid"), "savedmodel", tmp_path), "sm", store, InputHandling())
+    image = sorted((demo_dir / "test" / "NORMAL").glob("*"))[0]
+    assert main(["predict", run_id, str(image), "--heatmap", str(tmp_path / "x.png"), "--runs", str(store.root)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: no heat map:") and "can only call" in error and "\n" not in error

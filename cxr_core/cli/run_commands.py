@@ -110,8 +110,11 @@ def cmd_predict(args) -> int:
     if args.heatmap and "error" not in results[0]:
         from ..explain import write_heatmap
 
-        write_heatmap(loaded, args.files[0], args.heatmap, label=results[0]["label"], randomized=args.randomized,
-                      size=args.heatmap_size)
+        try:
+            write_heatmap(loaded, args.files[0], args.heatmap, label=results[0]["label"], randomized=args.randomized,
+                          size=args.heatmap_size)
+        except ValueError as error:  # a model with nothing to look inside (an imported SavedModel) says why
+            raise UserError(f"no heat map: {error}") from None
     for result in results:
         if args.json:
             keys = ("file", "label", "probability", "in_distribution", "warning", "error")
@@ -138,7 +141,8 @@ def cmd_runs(args) -> int:
     for row in rows:
         metrics = f"  test AUC {row['auc']:.3f}  accuracy {row['accuracy']:.3f}" if row["auc"] is not None else ""
         progress = f"  {row['progress']}" if row["progress"] else ""
-        recipe = "  (study recipe)" if row["recipe"] == registry.Recipe.STUDY else ""
+        recipe = {registry.Recipe.STUDY: "  (study recipe)", "imported": "  (imported)",
+                  "ensemble": "  (ensemble)"}.get(row["recipe"], "")
         print(f"{row['run']}  {row['model']:<22} {row['state']:<11}{metrics}{progress}{recipe}"
               f"{'  ' + row['error'] if row['error'] else ''}" + ("  (SYNTHETIC demo data)" if row["synthetic"] else ""))
     return 0
