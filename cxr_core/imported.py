@@ -196,17 +196,24 @@ NO_HEATMAP = ("this imported model is a SavedModel that Keras can only call (no 
 
 def _build(source: Path, fmt: str, handling: InputHandling):
     """(wrapped model, image size, channels) of the file, checked on one black image."""
-    if fmt == "savedmodel":
-        size, channels = declared_shape(savedmodel_input_shape(source), handling)
-        model = wrap(savedmodel_layer(source), size, channels, handling)
-    else:
-        outside = read_model(source, fmt)
-        if len(outside.inputs) != 1 or len(outside.outputs) != 1:
-            raise UserError(f"{source.name} has {len(outside.inputs)} inputs and {len(outside.outputs)} outputs; "
-                            "import a model with one image input and one output")
-        size, channels = declared_shape(outside.inputs[0].shape, handling)
-        model = wrap(outside, size, channels, handling)
-    probe = np.asarray(model(np.zeros((2, size, size, 1), np.float32), training=False))
+    try:
+        if fmt == "savedmodel":
+            size, channels = declared_shape(savedmodel_input_shape(source), handling)
+            model = wrap(savedmodel_layer(source), size, channels, handling)
+        else:
+            outside = read_model(source, fmt)
+            if len(outside.inputs) != 1 or len(outside.outputs) != 1:
+                raise UserError(f"{source.name} has {len(outside.inputs)} inputs and {len(outside.outputs)} "
+                                "outputs; import a model with one image input and one output")
+            size, channels = declared_shape(outside.inputs[0].shape, handling)
+            model = wrap(outside, size, channels, handling)
+        probe = np.asarray(model(np.zeros((2, size, size, 1), np.float32), training=False))
+    except UserError:
+        raise
+    except Exception as error:  # Keras and TensorFlow raise many types for a model they cannot run
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"{source.name} could not be run on a test image ({type(error).__name__}: {first}); "
+                        "check --image-size, --channels and --output") from None
     if probe.shape != (2, 1) or not np.all(np.isfinite(probe)):
         raise UserError(f"{source.name} gave {probe.shape} non-probability output on a test image; check --output")
     return model, size, channels

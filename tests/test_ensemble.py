@@ -178,3 +178,14 @@ def test_the_train_page_queues_an_ensemble_as_one_job(demo_dir, tmp_path, monkey
     assert not at.exception, [e.value for e in at.exception]
     (run,) = RunStore(tmp_path / "runs").list()
     assert run.state == "queued" and run.recipe == "ensemble" and run.settings["ensemble_size"] == 3
+
+
+def test_a_training_ensemble_shows_which_member_trains(trained):
+    from cxr_core.run_tables import training_progress
+    from cxr_core.store import Run
+
+    store, run_id = trained
+    run = store.get(run_id)
+    running = Run(run.run_id, run.path, "running", run.settings, {"member": 2, "started": 0.0})
+    progress = training_progress(running, now=60.0)
+    assert progress["text"] == "training member 2 of 2" and progress["fraction"] == 0.5
