@@ -208,13 +208,7 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
         stored = run.evaluation(split_name, occluded_source(OWN, occlusion))
         if stored is not None and not recompute:
             return stored
-        if not run.settings.get("data_dir"):
-            raise UserError(f"run {run_id} was imported, so it has no split of its own; pass --data with a "
-                            "labelled folder to score it on (say, the official test split)")
-        root = data_mod.resolve_root(run.settings.get("data_dir", ""))
-        recorded = store.split(run_id)
-        part = recorded[recorded.split == split_name].copy()
-        part["path"] = [str(root / p) for p in part["path"]]
+        part, root = _own_split(run, store, split_name)
         source = OWN
     else:
         manifest = data_mod.scan_folder(root, require_train=False).manifest
@@ -240,6 +234,18 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
                             threshold_source=f"labelled folder {Path(choice['root']).name}",
                             threshold_from={"data_dir": choice["root"], "n": choice["n"], "rule": choice["rule"],
                                             "sensitivity": choice["sensitivity"], "specificity": choice["specificity"]})
+
+
+def _own_split(run, store: RunStore, split_name: str) -> tuple[pd.DataFrame, Path]:
+    """The images of one split of the run's own data (absolute paths) and that folder."""
+    if not run.settings.get("data_dir"):
+        raise UserError(f"run {run.run_id} was imported, so it has no split of its own; pass --data with a "
+                        "labelled folder to score it on (say, the official test split)")
+    root = data_mod.resolve_root(run.settings.get("data_dir", ""))
+    recorded = store.split(run.run_id)
+    part = recorded[recorded.split == split_name].copy()
+    part["path"] = [str(root / p) for p in part["path"]]
+    return part, root
 
 
 def _site_threshold(run, loaded: LoadedRun, folder, split_name: str, scored: pd.DataFrame) -> dict:
