@@ -9,6 +9,7 @@ Not for clinical use.
 import streamlit as st
 
 from cxr_core import explore
+from cxr_core.config import shown_path
 from cxr_core.store import ACTIVE_STATES, RunState
 from ui import data_sets, navigation, teacher
 from ui import home as ui_home
@@ -31,7 +32,7 @@ def home() -> None:
     ui_home.sample_row(scan, split)
     store = ui_runs.store()
     runs = store.list()
-    st.subheader("Best result on the official test split")
+    st.subheader(ui_home.best_run_heading(scan.synthetic))
     ui_home.best_run_panel(store, runs, scan.root)
 
     st.subheader("Active data set")
@@ -43,7 +44,7 @@ def home() -> None:
                    icon=":material/science:")
         st.code("python -m cxr_core download", language="bash")
     else:
-        st.success(f"Real images from `{summary['root']}`.", icon=":material/folder_open:")
+        st.success(f"Real images from `{shown_path(summary['root'])}`.", icon=":material/folder_open:")
     cols = st.columns(4)
     cols[0].metric("Images", f"{summary['images']:,}")
     cols[1].metric("NORMAL", f"{summary['classes']['NORMAL']:,}")
@@ -66,6 +67,7 @@ def home() -> None:
 
     st.subheader("Where to start")
     st.page_link(lesson_page, label="Lesson: the study step by step, for a class (the step is in the URL)")
+    st.page_link(read_page, label="Read: every student reads X-rays and lands beside the model on one ROC plot")
     st.page_link(dataset_page, label="Dataset: counts, imbalance, patients, sample images")
     st.page_link(train_page, label="Train: pick a model, launch it, watch it learn")
     st.page_link(compare_page, label="Compare: confusion matrices, ROC, thresholds, McNemar")
@@ -80,8 +82,9 @@ train_page = st.Page("pages/2_train.py", title="Train", icon=":material/model_tr
 compare_page = st.Page("pages/3_compare.py", title="Compare", icon=":material/compare:", url_path="compare")
 predict_page = st.Page("pages/4_predict.py", title="Predict", icon=":material/radiology:", url_path="predict")
 lesson_page = st.Page("pages/5_lesson.py", title="Lesson", icon=":material/school:", url_path="lesson")
+read_page = st.Page("pages/6_read.py", title="Read", icon=":material/visibility:", url_path="read")
 page = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
-                      lesson_page, dataset_page, train_page, compare_page, predict_page])
+                      lesson_page, read_page, dataset_page, train_page, compare_page, predict_page])
 
 data_sets.chooser()
 teacher.sidebar()
@@ -89,7 +92,7 @@ st.sidebar.caption("Not for clinical use. Teaching and research only.")
 st.session_state[navigation.ENTRY_FLAG] = True
 asked_for, query = st.session_state.pop(navigation.DEEP_LINK, (None, None))
 by_file = {"1_dataset.py": dataset_page, "2_train.py": train_page, "3_compare.py": compare_page,
-           "4_predict.py": predict_page, "5_lesson.py": lesson_page}
+           "4_predict.py": predict_page, "5_lesson.py": lesson_page, "6_read.py": read_page}
 if asked_for in by_file:
     st.switch_page(by_file[asked_for], query_params=query or None)
 page.run()

@@ -1,20 +1,26 @@
 """What the quality and speed benchmarks share: the machine, tables, marked sections of the docs, JSON.
 
-Not a script; `benchmarks/quality.py` and `benchmarks/speed.py` import it.
+Not a script; the benchmarks import it. Starting the dashboard and Chromium is `dashboard.py`'s.
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
 import importlib.metadata
 import json
 import os
 import platform
 import re
 import shlex
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 try:
     from cxr_core.config import PROJECT_ROOT
@@ -29,7 +35,6 @@ DEFAULT_TEST_DATA = PROJECT_ROOT.parent / "shared" / "data" / "chest_xray_test_d
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 # Ignored by git (.gitignore): the benchmark's own run store, logs and scratch folders.
 WORK_DIR = PROJECT_ROOT / "benchmarks" / "out"
-README = PROJECT_ROOT / "README.md"
 # The generated sections: (file under the documentation root, marker name). Each benchmark rewrites its own
 # with --update-docs (--update-readme is the older name of that flag); --docs-root points them at a copy.
 DOC_SECTIONS = {
@@ -43,30 +48,14 @@ def now_iso() -> str:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""  # psutil does not name it
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.lower().startswith("model name")),
+                platform.processor() or platform.machine())
 
 
 def _gpus() -> list[str]:
-    """GPUs as TensorFlow sees them when it is loaded, else as the NVIDIA driver lists them.
-
-    Not a TensorFlow import just for this: it costs seconds per benchmark run.
-    """
+    """GPUs as TensorFlow sees them when it is loaded, else as the NVIDIA driver lists them (importing
+    TensorFlow just for this costs seconds)."""
     if "tensorflow" in sys.modules:
         import tensorflow as tf
 
@@ -78,27 +67,18 @@ def _gpus() -> list[str]:
         return []
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def machine() -> dict:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    def version(package: str) -> str | None:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
     gpus = _gpus()
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": _cpu_model(),
-        "cores": cores,
-        "memory_gib": _memory_gib(),
-        "gpu": ", ".join(gpus) if gpus else "none",
-        "tensorflow": _version("tensorflow"),
-        "keras": _version("keras"),
-        "streamlit": _version("streamlit"),
-    }
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_model(),
+            "cores": len(psutil.Process().cpu_affinity() or []) or psutil.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "gpu": ", ".join(gpus) if gpus else "none",
+            **{name: version(name) for name in ("tensorflow", "keras", "streamlit")}}
 
 
 def machine_line(m: dict) -> str:
@@ -140,9 +120,7 @@ def git_state(root: Path = PROJECT_ROOT) -> dict:
 
 def commit_label(state: dict | None) -> str:
     """The commit as the docs print it; whether the tree was dirty stays in the JSON."""
-    if not state or not state.get("commit"):
-        return "not recorded"
-    return state["commit"][:10]
+    return state["commit"][:10] if state and state.get("commit") else "not recorded"
 
 
 def provenance(result: dict) -> str:
@@ -196,18 +174,13 @@ def update_section(path: Path, name: str, body: str) -> None:
 
 def update_docs(sections: dict[str, str], root: Path = PROJECT_ROOT) -> list[Path]:
     """Rewrite each {marker name: body} in the file DOC_SECTIONS names under `root`; returns the files."""
-    written = []
     for name, body in sections.items():
-        path = Path(root) / DOC_SECTIONS[name]
-        update_section(path, name, body)
-        written.append(path)
-    return sorted(set(written))
+        update_section(Path(root) / DOC_SECTIONS[name], name, body)
+    return sorted({Path(root) / DOC_SECTIONS[name] for name in sections})
 
 
 def add_docs_flags(parser) -> None:
     """--update-docs (alias --update-readme) and the hidden --docs-root every benchmark takes."""
-    import argparse
-
     parser.add_argument("--update-docs", "--update-readme", dest="update_docs", action="store_true",
                         help="rewrite this benchmark's generated sections of README.md and docs/")
     parser.add_argument("--docs-root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
@@ -219,7 +192,7 @@ def read_results(out_dir: Path, stem: str) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise SystemExit(f"--render: cannot read {path} ({error}); run the benchmark first")
+        raise SystemExit(f"--render: cannot read {path} ({error}); run the benchmark first") from error
 
 
 def write_results(out_dir: Path, stem: str, result: dict, markdown: str) -> tuple[Path, Path]:
@@ -235,9 +208,7 @@ def write_results(out_dir: Path, stem: str, result: dict, markdown: str) -> tupl
 
 def cli_env(**overrides) -> dict:
     """Environment for `python -m cxr_core` children: this one's, with `overrides` (paths become strings)."""
-    env = dict(os.environ)
-    env.update({k: str(v) for k, v in overrides.items()})
-    return env
+    return dict(os.environ, **{k: str(v) for k, v in overrides.items()})
 
 
 # TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not silence; kept in logs, not echoed.
@@ -245,33 +216,23 @@ _CHATTER = re.compile(r"^([IWE]\d{4} |WARNING: All log messages|To enable the fo
                       r".*UserWarning: `shuffle=True`|\s+self\.data_adapter = )")
 
 
-def _chatter(line: str) -> bool:
-    return bool(_CHATTER.match(line))
-
-
-def run_child(command: list[str], *, env: dict | None = None, log_path: Path | None = None,
-              on_line=None, echo: bool = True) -> dict:
+def run_child(command: list[str], *, env: dict | None = None, log_path: Path | None = None, echo: bool = True) -> dict:
     """Run a child process to the end, streaming its output; returns rc, lines, wall time and peak RSS.
 
-    Peak resident memory comes from wait4's rusage: the child's own high-water
-    mark (ru_maxrss, KiB on Linux), measured by the kernel, not sampled.
+    Peak resident memory is wait4's ru_maxrss (KiB on Linux): the child's lifetime high-water mark,
+    measured by the kernel, not sampled.
     """
-    started = time.perf_counter()
-    log = open(log_path, "w") if log_path else None
-    lines: list[str] = []
+    started, lines = time.perf_counter(), []
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=PROJECT_ROOT, env=env or cli_env(), bufsize=1)
     try:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            lines.append(line)
-            if log:
-                log.write(line + "\n")
+        with open(log_path or os.devnull, "w") as log:
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                log.write(line)
                 log.flush()
-            if echo and not _chatter(line):
-                print(f"    {line}", flush=True)
-            if on_line:
-                on_line(line, time.perf_counter() - started)
+                if echo and not _CHATTER.match(line):
+                    print(f"    {lines[-1]}", flush=True)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     except BaseException:
@@ -279,113 +240,87 @@ def run_child(command: list[str], *, env: dict | None = None, log_path: Path | N
         proc.wait()
         raise
     finally:
-        if log:
-            log.close()
         proc.stdout.close()
     return {"rc": proc.returncode, "lines": lines, "wall_s": time.perf_counter() - started,
             "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
-class StackSampler:
-    """A small sampling profiler (py-spy is not installed here): where the time of a block goes.
+def app_pages(app: Path) -> list[dict]:
+    """The pages app.py hands to st.Page (or Page), in the order written: each one's `file` (relative to
+    app.py's folder; None for a page given as a function), nav `title`, `url_path`, whether it is the
+    `default`, and `heading`, the first constant st.title of its script (None when there is none).
+    Nothing is guessed from folders: a file named but missing stays in the list, with no heading."""
+    app = Path(app)
+    if not app.is_file():
+        return []
+    tree = ast.parse(app.read_text())
 
-    Every `interval` seconds it records the stack of each thread that is running project code
-    (Streamlit runs a page's script in its own thread, which cProfile would not see). `top()`
-    gives the share of samples in which each function was on the stack (inclusive, project
-    functions only) and at the top of it (self time, any function).
-    """
+    def first_title(node) -> str | None:
+        return next((c.args[0].value for c in ast.walk(node) if isinstance(c, ast.Call) and c.args
+                     and getattr(c.func, "attr", None) == "title" and isinstance(c.args[0], ast.Constant)), None)
 
-    def __init__(self, interval: float = 0.005, roots: tuple = ()):
-        self.interval, self.samples = interval, 0
-        # Code under these folders counts as the project's (the app may live outside the package).
-        self.roots = tuple(str(r) for r in (PROJECT_ROOT, *roots))
-        self.inclusive: dict[str, int] = {}
-        self.own: dict[str, int] = {}
-        self._stop = None
+    functions = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+    calls = sorted((c for c in ast.walk(tree) if isinstance(c, ast.Call) and c.args
+                    and getattr(c.func, "attr", getattr(c.func, "id", None)) == "Page"),
+                   key=lambda c: (c.lineno, c.col_offset))
+    pages = []
+    for call in calls:
+        target, options = call.args[0], {k.arg: k.value.value for k in call.keywords if isinstance(k.value, ast.Constant)}
+        file = str(Path(target.value)) if isinstance(getattr(target, "value", None), str) else None
+        script = functions.get(getattr(target, "id", None)) if file is None else \
+            ast.parse((app.parent / file).read_text()) if (app.parent / file).is_file() else None
+        pages.append({"file": file, "title": options.get("title") or Path(file or "home").stem, "heading":
+                      script and first_title(script), "url_path": options.get("url_path", ""),
+                      "default": bool(options.get("default"))})
+    return pages
 
-    @staticmethod
-    def _name(frame) -> str:
-        path = frame.f_code.co_filename
+
+def spread(values: list) -> dict:
+    """Median and range over repeats; None values (a figure a repeat lacked) are counted, not averaged."""
+    known = [float(v) for v in values if v is not None]
+    middle = float(statistics.median(known)) if known else None
+    return {"median": middle, "min": min(known, default=None), "max": max(known, default=None), "n": len(values),
+            "missing": len(values) - len(known), "values": [None if v is None else float(v) for v in values]}
+
+
+class TreeSampler(threading.Thread):
+    """A process and its descendants, through psutil, every `interval` s until stopped: the peak of
+    their summed resident memory (`peak_rss_mib`), the CPU seconds they used since the start (`cpu_s`,
+    children that ended in between are lost) and the machine's highest 1-minute load (`load_max`)."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.root, self.interval, self.stop = psutil.Process(pid), interval, threading.Event()
+        self.peak_rss_mib, self.cpu_s, self.load_max = 0.0, 0.0, 0.0
+        self.cpu_start = self.usage()[1]
+
+    def usage(self) -> tuple[float, float]:
+        """(resident MiB, CPU seconds) of the tree now."""
+        rss = cpu = 0.0
         try:
-            path = str(Path(path).relative_to(PROJECT_ROOT))
-        except ValueError:
-            path = "/".join(Path(path).parts[-2:])
-        return f"{path}:{frame.f_code.co_name}"
+            tree = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return rss, self.cpu_start + self.cpu_s
+        for process in tree:
+            try:
+                with process.oneshot():
+                    rss += process.memory_info().rss / 2**20
+                    times = process.cpu_times()
+                    cpu += times.user + times.system
+            except psutil.Error:
+                continue  # it ended between the listing and the reading
+        return rss, cpu
 
-    def _sample(self) -> None:
-        import threading
-
-        me, bench = threading.get_ident(), str(PROJECT_ROOT / "benchmarks")
-        while not self._stop.wait(self.interval):
-            for ident, frame in sys._current_frames().items():
-                if ident == me:
-                    continue
-                stack = []
-                while frame is not None:
-                    stack.append(frame)
-                    frame = frame.f_back
-                project = {self._name(f) for f in stack
-                           if f.f_code.co_filename.startswith(self.roots) and not f.f_code.co_filename.startswith(bench)}
-                if not project:
-                    continue  # idle threads, and the benchmark waiting for a page to finish
-                self.samples += 1
-                top = self._name(stack[0])
-                self.own[top] = self.own.get(top, 0) + 1
-                for name in project:
-                    self.inclusive[name] = self.inclusive.get(name, 0) + 1
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            rss, cpu = self.usage()
+            self.peak_rss_mib, self.cpu_s = max(self.peak_rss_mib, rss), max(self.cpu_s, cpu - self.cpu_start)
+            self.load_max = max(self.load_max, psutil.getloadavg()[0])
 
     def __enter__(self):
-        import threading
-
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def top(self, count: int = 10) -> dict:
-        def share(table):
-            ranked = sorted(table.items(), key=lambda kv: -kv[1])[:count]
-            return [{"function": name, "share": round(n / max(1, self.samples), 3)} for name, n in ranked]
-
-        return {"samples": self.samples, "interval_s": self.interval,
-                "inclusive_project": share(self.inclusive), "self": share(self.own)}
-
-
-# ---------------------------------------------------------------- a dashboard server for Chromium
-
-# Chromium as root in a container: no sandbox, no GPU, nothing fetched in the background.
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 120.0, log: Path | None = None) -> None:
-    """Block until a `streamlit run` at url answers its health check; raise (with the log's tail) if
-    the server exits or does not answer in time."""
-    import urllib.request
-
-    def tail() -> str:
-        return f":\n{log.read_text()[-3000:]}" if log is not None and log.is_file() else ""
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {server.returncode}{tail()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"streamlit did not answer within {timeout:.0f}s{tail()}")
-
+        self.stop.set()
+        self.join()

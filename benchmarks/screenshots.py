@@ -4,12 +4,10 @@
     python benchmarks/screenshots.py --data ../shared/data/chest_xray --out /tmp/shots
     python benchmarks/screenshots.py --models regularized_cnn --epochs 1 --image-size 64 --out /tmp/s   # quick
 
-Starts `streamlit run app.py` on the demo set (on --data when given) with a private run store and
-cache, first training through the CLI what Compare and Predict need (`python -m cxr_core train`, one
-run per --models; an existing --runs store keeps its finished runs). Then it opens each page at
-1200 px wide, waits until the page is drawn and Streamlit is idle, checks that no exception is shown,
-and writes one PNG per page, reduced to a 256-colour palette so that each stays small. The last line
-printed is JSON: each page's file, size in pixels and bytes, and whether it showed an exception.
+Starts the dashboard (dashboard.serve) on the demo set (on --data when given) with a private run store and
+cache, first training through the CLI what Compare and Predict need (one run per --models; a --runs store
+keeps its finished runs). Each page is opened 1200 px wide, settled, checked for exceptions and written as a
+256-colour PNG. The last line printed is JSON: each page's file, size in pixels and bytes, and exceptions.
 """
 
 from __future__ import annotations
@@ -18,12 +16,13 @@ import argparse
 import io
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+
+from dashboard import IDLE, browser, serve
+from PIL import Image
 
 import common
 from cxr_core.store import RunStore
@@ -39,9 +38,6 @@ PAGES = {
     "compare": ("compare", "Compare runs", 0),
     "predict": ("predict", "Predict", 0),
 }
-IDLE = ("() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state')"
-        " === 'notRunning' && !document.querySelector('[data-testid=\"stSkeleton\"]')"
-        " && !document.querySelector('[data-testid=\"stSpinner\"]')")
 
 
 def train_missing(models: list[str], data: Path | None, runs: Path, env: dict, extra: list[str]) -> list[str]:
@@ -49,10 +45,8 @@ def train_missing(models: list[str], data: Path | None, runs: Path, env: dict, e
     from cxr_core import run_tables
 
     store, ids = RunStore(runs), []
-    data_dir = str(data) if data else None
     for model in models:
-        finished = [r for r in store.finished() if r.model == model
-                    and (data_dir is None or run_tables.trained_on(r, data_dir))]
+        finished = [r for r in store.finished() if r.model == model and (not data or run_tables.trained_on(r, str(data)))]
         if finished:
             ids.append(finished[0].run_id)
             continue
@@ -66,33 +60,8 @@ def train_missing(models: list[str], data: Path | None, runs: Path, env: dict, e
     return ids
 
 
-def start_server(env: dict, log_path: Path, cleanup: ExitStack) -> str:
-    port = common.free_port()
-    log = cleanup.enter_context(open(log_path, "wb"))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"],
-        cwd=common.PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    cleanup.callback(stop, server)
-    url = f"http://127.0.0.1:{port}"
-    common.wait_healthy(url, server, log=log_path)
-    return url
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=20)
-
-
 def small_png(raw: bytes) -> bytes:
     """A palette PNG: the pages are flat colours and greys, so 256 colours lose nothing a reader sees."""
-    from PIL import Image
-
     image = Image.open(io.BytesIO(raw)).convert("RGB")
     for colours in (256, 128, 64):
         buffer = io.BytesIO()
@@ -117,41 +86,23 @@ def shoot(tab, url: str, name: str, xray: Path, out: Path, timeout_ms: int) -> d
     settle(tab, heading, images, timeout_ms)
     if name == "predict":
         tab.locator("input[type='file']").set_input_files(str(xray), timeout=timeout_ms)
-        result = tab.get_by_text("Grad-CAM: evidence for").first
-        result.wait_for(timeout=timeout_ms)
+        tab.get_by_text("Grad-CAM: evidence for").first.wait_for(timeout=timeout_ms)
         tab.wait_for_function(IDLE, polling=200, timeout=timeout_ms)
         tab.get_by_text("P(pneumonia)").first.scroll_into_view_if_needed()
         tab.wait_for_timeout(1000)
     exceptions = tab.locator('[data-testid="stException"]').count()
-    png = small_png(tab.screenshot())
-    target = out / f"{name}.png"
+    png, target = small_png(tab.screenshot()), out / f"{name}.png"
     common.atomic_write_bytes(target, png)
     os.chmod(target, 0o644)
-    from PIL import Image
-
-    width, height = Image.open(target).size
+    width, height = Image.open(io.BytesIO(png)).size
     return {"file": str(target), "width": width, "height": height, "bytes": len(png), "exceptions": exceptions}
-
-
-def take(url: str, out: Path, xray: Path, timeout_s: float) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        raise RuntimeError("no chromium on the PATH (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=common.BROWSER_ARGS)
-        try:
-            tab = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT}).new_page()
-            return {name: shoot(tab, url, name, xray, out, int(timeout_s * 1000)) for name in PAGES}
-        finally:
-            browser.close()
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="Kaggle-layout folder to show (default: the synthetic demo set)")
-    p.add_argument("--out", type=Path, default=common.PROJECT_ROOT / "docs" / "images", help="where the PNGs go (default: docs/images)")
+    p.add_argument("--out", type=Path, default=common.PROJECT_ROOT / "docs" / "images",
+                   help="where the PNGs go (default: docs/images)")
     p.add_argument("--runs", type=Path, help="a run store to use and keep (default: a temporary one)")
     p.add_argument("--models", default="baseline_cnn,regularized_cnn", help="models trained first (default: %(default)s)")
     p.add_argument("--epochs", type=int, help="train for this many epochs (default: each model's recipe)")
@@ -173,7 +124,9 @@ def main(argv=None) -> int:
         root = resolve_root(data) if data else work / "cache" / "demo_data"
         xray = sorted((root / "test" / "PNEUMONIA").glob("*.jpeg")) or sorted(root.rglob("PNEUMONIA/*.jpeg"))
         args.out.mkdir(parents=True, exist_ok=True)
-        shots = take(start_server(env, work / "streamlit.log", cleanup), args.out, xray[0], args.timeout_s)
+        url = cleanup.enter_context(serve(env=env, log=work / "streamlit.log", options=("--client.toolbarMode", "minimal")))
+        tab = cleanup.enter_context(browser()).new_context(viewport={"width": WIDTH, "height": HEIGHT}).new_page()
+        shots = {name: shoot(tab, url, name, xray[0], args.out, int(args.timeout_s * 1000)) for name in PAGES}
     print(json.dumps({"pages": shots}), flush=True)
     return 1 if any(s["exceptions"] for s in shots.values()) else 0
 

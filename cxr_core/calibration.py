@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from .evaluate import _check, _plain
+from .evaluate import check_scores, json_ready
 
 N_BINS = 10
 # Probabilities are clipped this far from 0 and 1 before taking logits: a saturated
@@ -27,7 +27,7 @@ _EPS = 1e-7
 
 def reliability_bins(y_true, prob, n_bins: int = N_BINS) -> dict:
     """Per non-empty bin: mean predicted probability, observed share of PNEUMONIA, and count."""
-    y, p = _check(y_true, prob)
+    y, p = check_scores(y_true, prob)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ids = np.searchsorted(edges[1:-1], p)  # as sklearn: an edge value goes to the lower bin
     total = np.bincount(ids, minlength=n_bins)
@@ -48,7 +48,7 @@ def expected_calibration_error(y_true, prob, n_bins: int = N_BINS) -> float:
 
 def brier_score(y_true, prob) -> float:
     """Mean squared difference between P(pneumonia) and the truth (0 or 1); 0 is perfect."""
-    y, p = _check(y_true, prob)
+    y, p = check_scores(y_true, prob)
     return float(np.mean((p - y) ** 2)) if y.size else float("nan")
 
 
@@ -67,7 +67,7 @@ def apply_temperature(prob, temperature: float) -> np.ndarray:
 
 def fit_temperature(y_true, prob) -> float:
     """The temperature that minimises the negative log-likelihood of (y, prob) (Guo et al. 2017)."""
-    y, p = _check(y_true, prob)
+    y, p = check_scores(y_true, prob)
     if y.size == 0 or y.min() == y.max():
         return 1.0  # one class only: nothing to fit against
     z = _logit(p)
@@ -85,7 +85,7 @@ def calibration_report(y_val, p_val, y_test, p_test, n_bins: int = N_BINS) -> di
     """ECE, Brier and reliability bins on `test`, before and after a temperature fitted on `val`."""
     temperature = fit_temperature(y_val, p_val)
     scaled = apply_temperature(p_test, temperature)
-    return _plain({
+    return json_ready({
         "n": int(np.size(y_test)), "n_bins": n_bins,
         "ece": expected_calibration_error(y_test, p_test, n_bins), "brier": brier_score(y_test, p_test),
         "bins": reliability_bins(y_test, p_test, n_bins),

@@ -53,6 +53,17 @@ def demo_data_dir() -> Path:
     return cache_dir() / "demo_data"
 
 
+def shown_path(path) -> str:
+    """A folder as pages name it to a class: `~/...` under the server user's home, relative to the project
+    (`../shared/data/...`) beside it, else its name alone. A room of students has no business with the
+    server's own folders (temporary folders, other users' homes)."""
+    path = Path(path).expanduser().resolve()
+    for base, shown in ((Path.home().resolve(), "~"), (PROJECT_ROOT.parent, "..")):
+        if path.is_relative_to(base) and base != Path("/"):
+            return str(Path(shown) / path.relative_to(base)) if path != base else shown
+    return path.name or str(path)
+
+
 def teacher_key_from_env() -> str | None:
     """CXR_TEACHER_KEY, the key that unlocks the dashboard's controls for a class (ui/teacher.py); None when unset or empty."""
     return os.environ.get("CXR_TEACHER_KEY") or None
@@ -126,6 +137,10 @@ class TrainSettings:
     lr_schedule: str = "cosine"
     # The threshold of threshold_rule "fixed" (the study's argmax of two outputs is 0.5).
     fixed_threshold: float = 0.5
+    # Train on the validation images too (the study's recipe: it trained on all of train and drew its
+    # curves on the official 16-image val split). Validation then only draws curves: a recipe that
+    # chooses anything on it (early stopping, a threshold rule) must leave this off.
+    train_on_validation: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -233,7 +233,8 @@ def _carve(pool: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame
     return pool.iloc[rest_idx], pool.iloc[carved_idx]
 
 
-def assign_splits(manifest: pd.DataFrame, *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 42) -> pd.DataFrame:
+def assign_splits(manifest: pd.DataFrame, *, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                  seed: int = 42) -> pd.DataFrame:
     """Add a `split` column (train/val/test), by patient, deterministic for a seed.
 
     The official test/ is kept as it is. A missing test/ is carved from train.
@@ -301,7 +302,10 @@ def split_summary(split_manifest: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
     )
     order = {s: i for i, s in enumerate(SPLITS)}
-    return table.sort_values(["split", "class_name"], key=lambda c: c.map(order) if c.name == "split" else c).reset_index(drop=True)
+    def by_split_order(column: pd.Series) -> pd.Series:
+        return column.map(order) if column.name == "split" else column
+
+    return table.sort_values(["split", "class_name"], key=by_split_order).reset_index(drop=True)
 
 
 def fingerprint(paths: list[str], image_size: int, extra: str = "") -> str:
@@ -334,3 +338,10 @@ def shared_images(paths, others) -> list[str]:
 
     theirs = {digest(p) for p in others}
     return [str(p) for p in paths if digest(p) in theirs]
+
+
+def shared_patients(manifest: pd.DataFrame, other: pd.DataFrame) -> list[str]:
+    """Patients with images in both manifests, by the id their file names carry (`personN`, `IM-NNNN`,
+    `NORMAL2-IM-NNNN`; another name is its own patient, so a re-encoded copy under the same name counts).
+    Another image of the same child, or the same image re-encoded, leaks its answer as surely as a copy."""
+    return sorted(set(manifest["patient_id"]) & set(other["patient_id"]))

@@ -1,6 +1,6 @@
 """The DICOM decoder behind images.decode_image: one X-ray frame from a DICOM file's bytes.
 
-Split from images.py, which sniffs the format and owns the checks this module reuses.
+images.py sniffs the format and calls it; the checks both share live in pixels.py.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import io
 
 import numpy as np
 
-from .images import ImageDecodeError, _check_shape, _stretch
+from .pixels import ImageDecodeError, check_shape, stretch
 
 
 def decode_dicom(data: bytes, name: str) -> np.ndarray:
@@ -26,7 +26,7 @@ def decode_dicom(data: bytes, name: str) -> np.ndarray:
     if "PixelData" not in ds:
         raise ImageDecodeError(
             f"{name}: this DICOM file holds no image (no pixel data; perhaps a report) - upload the X-ray image itself")
-    _check_shape(int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), name)
+    check_shape(int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), name)
     if "TransferSyntaxUID" not in ds.file_meta:
         # Preamble-less files have no meta header: use the encoding pydicom found while reading.
         implicit, little = ds.original_encoding
@@ -47,13 +47,13 @@ def decode_dicom(data: bytes, name: str) -> np.ndarray:
         arr = apply_color_lut(arr, ds)
     if arr.ndim == 3:  # colour (pydicom hands YBR over as RGB): luma, as Pillow's "L"
         luma = arr[..., :3].astype(np.float64) @ [0.299, 0.587, 0.114]
-        return np.rint(luma).astype(np.uint8) if arr.dtype == np.uint8 else _stretch(luma)
+        return np.rint(luma).astype(np.uint8) if arr.dtype == np.uint8 else stretch(luma)
     arr = apply_modality_lut(arr, ds)  # RescaleSlope/Intercept: stored values -> real units
     if "WindowCenter" in ds or "VOILUTSequence" in ds:
         try:
             arr = apply_voi_lut(arr, ds, index=0)  # the window the radiologist's viewer would use
         except Exception:
             pass  # a malformed window falls back to the image's own range
-    gray = _stretch(arr)
+    gray = stretch(arr)
     # MONOCHROME1 stores bone as low values; invert so bone is bright, as on every other X-ray.
     return 255 - gray if photometric == "MONOCHROME1" else gray

@@ -32,7 +32,7 @@ from .config import CLASSES, METRICS, THRESHOLD_RULES
 MAX_CURVE_POINTS = 200
 
 
-def _check(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
+def check_scores(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true).ravel()
     p = np.asarray(prob, dtype=np.float64).ravel()
     if y.shape != p.shape:
@@ -44,14 +44,14 @@ def _check(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.int64), p
 
 
-def _plain(value):
+def json_ready(value):
     """Numpy scalars/arrays to Python types and NaN/inf to None, so json.dumps(allow_nan=False) works."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, np.ndarray):
         value = value.tolist()  # also turns 0-d arrays into scalars
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, np.integer):
@@ -83,7 +83,7 @@ def _from_counts(tn, fp, fn, tp) -> dict:
 
 def confusion_at(y_true, prob, threshold) -> list[list[int]]:
     """[[tn, fp], [fn, tp]], predicting PNEUMONIA when prob >= threshold."""
-    y, p = _check(y_true, prob)
+    y, p = check_scores(y_true, prob)
     return confusion_matrix(y, (p >= threshold).astype(np.int64), labels=[0, 1]).tolist()
 
 
@@ -91,7 +91,7 @@ def metrics_at_threshold(y_true, prob, threshold) -> dict:
     """Cheap threshold metrics for a live slider; undefined ratios are None."""
     cm = confusion_at(y_true, prob, threshold)
     (tn, fp), (fn, tp) = cm
-    return _plain({"threshold": float(threshold), "confusion_matrix": cm, **_from_counts(tn, fp, fn, tp)})
+    return json_ready({"threshold": float(threshold), "confusion_matrix": cm, **_from_counts(tn, fp, fn, tp)})
 
 
 def choose_threshold(y_true, prob, target_sensitivity: float = 0.95, rule: str = "sensitivity") -> dict:
@@ -106,7 +106,7 @@ def choose_threshold(y_true, prob, target_sensitivity: float = 0.95, rule: str =
     """
     if rule not in THRESHOLD_RULES or rule == "fixed":
         raise ValueError(f"unknown threshold rule {rule!r}; use one of {', '.join(THRESHOLD_RULES)}")
-    y, p = _check(y_true, prob)
+    y, p = check_scores(y_true, prob)
     threshold = 0.5
     if 0 < y.sum() < y.size:
         # drop_intermediate=False: every distinct score is a candidate, so the optimum is not skipped.
@@ -131,13 +131,13 @@ def choose_threshold(y_true, prob, target_sensitivity: float = 0.95, rule: str =
 
 def fixed_threshold(y_true, prob, threshold: float = 0.5) -> dict:
     """A threshold set in advance, not chosen on data (the study's argmax of two outputs is 0.5)."""
-    y, p = _check(y_true, prob)
+    y, p = check_scores(y_true, prob)
     at = metrics_at_threshold(y, p, threshold)
     return {"threshold": float(threshold), "rule": f"fixed at {threshold:g}", "rule_name": "fixed",
             "sensitivity": at["sensitivity"], "specificity": at["specificity"]}
 
 
-def threshold_for(settings, y_val, p_val, groups=None) -> dict:
+def threshold_for(settings, y_val, p_val) -> dict:
     """The threshold a run's settings ask for, from its validation predictions only
     (settings.threshold_rule: one of THRESHOLD_RULES)."""
     if settings.threshold_rule == "fixed":
@@ -215,7 +215,7 @@ def evaluate_predictions(y_true, prob, threshold: float, *, groups=None, n_boot:
     `groups` (one patient id per image) makes the intervals a cluster bootstrap
     over patients; without it images are resampled one by one.
     """
-    y, p = _check(y_true, prob)
+    y, p = check_scores(y_true, prob)
     if groups is not None and len(groups) != y.size:
         raise ValueError(f"groups has {len(groups)} ids but there are {y.size} images; pass one patient id per image")
     pred = (p >= threshold).astype(np.int64)
@@ -246,7 +246,7 @@ def evaluate_predictions(y_true, prob, threshold: float, *, groups=None, n_boot:
         prec, rec, pr_thr = _thin(prec, rec, np.append(pr_thr, above_all))
         report["pr"] = {"precision": prec, "recall": rec, "thresholds": pr_thr}
         report["average_precision"] = average_precision_score(y, p)
-    return _plain(report)
+    return json_ready(report)
 
 
 def with_interval(value, interval=None, digits: int = 3) -> str:
@@ -265,8 +265,8 @@ def mcnemar_test(y_true, pred_a, pred_b, *, name_a: str = "Model A", name_b: str
     Only the images where exactly one model is right carry information; under
     "no difference" each such image is a fair coin, hence the binomial test.
     """
-    y, a = _check(y_true, pred_a)
-    _, b = _check(y_true, pred_b)
+    y, a = check_scores(y_true, pred_a)
+    _, b = check_scores(y_true, pred_b)
     if not (np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all()):
         raise ValueError("pred_a and pred_b must be 0/1 labels; apply each model's threshold first")
     a_right, b_right = a == y, b == y

@@ -24,11 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .config import UserError
-
-MAX_FILE_BYTES = 64 * 1024 * 1024  # a 3000 px DICOM is ~18 MB; more is not an X-ray upload
-MAX_PIXELS = 40_000_000  # ~6300 x 6300; checked from the header, before any decoding
-MIN_SIDE = 32  # smaller than any model input: upsampling it would only show blur
-MAX_ASPECT = 6.0  # chest films are near square; a 6:1 sliver is a crop or a banner
+from .pixels import MAX_FILE_BYTES, MAX_PIXELS, ImageDecodeError, check_shape, stretch
 
 # Every format read, with the file name endings a folder scan picks up and the upload box offers.
 # Only formats a chest X-ray arrives in: fewer parsers means fewer ways for an upload to surprise
@@ -38,12 +34,6 @@ FORMATS = {"JPEG": (".jpeg", ".jpg"), "PNG": (".png",), "BMP": (".bmp",), "GIF":
 FILE_SUFFIXES = tuple(suffix for suffixes in FORMATS.values() for suffix in suffixes)
 _PIL_FORMATS = tuple(name.upper() for name in FORMATS if name != "DICOM")
 _FIX = "upload a JPEG, PNG or DICOM file"
-
-
-class ImageDecodeError(UserError, ValueError):
-    """A file that cannot be used as a chest X-ray; the one-line message names it and says what to do.
-
-    A UserError, so the CLI and the pages show it like any other; a ValueError for generic callers."""
 
 
 def decode_image(data: bytes, name: str = "image", *, target_size: int | None = None) -> np.ndarray:
@@ -254,19 +244,6 @@ def _describe(data: bytes) -> str:
     return f"unrecognised format; {', '.join(list(FORMATS)[:-1])} and {list(FORMATS)[-1]} are read"
 
 
-def _check_shape(width: int, height: int, name: str) -> None:
-    """Refuse from the dimensions alone, before a single pixel is decoded."""
-    if width * height > MAX_PIXELS:
-        raise ImageDecodeError(
-            f"{name}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit - downscale it to 4000 px a side")
-    if max(width, height) > MAX_ASPECT * min(width, height):
-        raise ImageDecodeError(
-            f"{name}: {width}x{height} is not a chest X-ray shape (sides over {MAX_ASPECT:g}:1) - upload the whole image")
-    if min(width, height) < MIN_SIDE:
-        raise ImageDecodeError(
-            f"{name}: {width}x{height} pixels is too small (at least {MIN_SIDE} a side) - upload the full-size X-ray")
-
-
 @contextlib.contextmanager
 def _quiet_decoders():
     """Make Pillow's DecompressionBombWarning an error (the file is refused) and silence the
@@ -286,7 +263,7 @@ def _decode_pillow(data: bytes, name: str, target_size: int | None) -> np.ndarra
     except Exception:
         raise ImageDecodeError(f"{name}: not an image ({_describe(data)}) - {_FIX}") from None
     with img:
-        _check_shape(*img.size, name)
+        check_shape(*img.size, name)
         if target_size and img.format == "JPEG":
             img.draft("L", (target_size, target_size))  # DCT scaling: keeps both sides >= target_size
         try:
@@ -303,7 +280,7 @@ def _decode_pillow(data: bytes, name: str, target_size: int | None) -> np.ndarra
 
 def _to_gray(img: Image.Image) -> np.ndarray:
     if img.mode in ("I", "F") or img.mode.startswith(("I;", "F;")):
-        return _stretch(np.asarray(img))  # 16-bit and float: map the real range, do not clip at 255
+        return stretch(np.asarray(img))  # 16-bit and float: map the real range, do not clip at 255
     if img.has_transparency_data:
         # Transparent pixels become black, the X-ray's background, not white.
         rgba = img.convert("RGBA")
@@ -312,17 +289,6 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     if img.mode not in ("L", "RGB"):
         img = img.convert("RGB")  # P, 1, CMYK, YCbCr...: Pillow's RGB path handles all of them
     return np.array(img.convert("L"), dtype=np.uint8)
-
-
-def _stretch(arr: np.ndarray) -> np.ndarray:
-    """Map the finite min..max linearly onto 0..255 (NaN and inf go to the ends)."""
-    arr = arr.astype(np.float64)
-    finite = arr[np.isfinite(arr)]
-    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
-    if high <= low:
-        return np.zeros(arr.shape, np.uint8)
-    arr = np.clip(np.nan_to_num(arr, nan=low, posinf=high, neginf=low), low, high)
-    return np.rint((arr - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
 def _dicom_decoder():

@@ -192,7 +192,7 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
     With `threshold_from` (a labelled folder, laid out like `data_dir`) the images are
     scored at the threshold that meets the run's target sensitivity on that folder
     (site calibration, calibration.site_threshold), stored under
-    "<source>+threshold-from-<its key>"; refused when the two folders share an image.
+    "<source>+threshold-from-<its key>"; refused when the two folders share an image or a patient.
     """
     if threshold_from is not None and occlusion:
         raise UserError("--threshold-from and --occlude go separately: score the occluded images at the run's threshold")
@@ -206,8 +206,8 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
         root = None  # the run's own folder: its split (a Kaggle download's test/ is the official one)
     if root is None:
         stored = run.evaluation(split_name, occluded_source(OWN, occlusion))
-        if stored is not None and not recompute:
-            return stored
+        if stored is not None and not recompute and threshold_from is None:
+            return stored  # a site threshold is a new scoring: never answered by the stored one
         part, root = _own_split(run, store, split_name)
         source = OWN
     else:
@@ -219,7 +219,8 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
         raise UserError(f"no {split_name!r} images for run {run_id} in {root}; pass --split with a split that folder holds")
     missing = [p for p in part["path"] if not os.path.exists(p)]
     if missing:
-        raise UserError(f"{len(missing)} images of the {split_name} split are missing under {root}, e.g. {missing[0]}; pass --data with the folder the run was trained on")
+        raise UserError(f"{len(missing)} images of the {split_name} split are missing under {root}, e.g. {missing[0]}; "
+                        "pass --data with the folder the run was trained on")
     loaded = load_run(run_id, store)
     choice = None
     if threshold_from is not None:
@@ -262,6 +263,11 @@ def _site_threshold(run, loaded: LoadedRun, folder, split_name: str, scored: pd.
         raise UserError(f"--threshold-from {root} shares {len(shared)} images with the scored folder (e.g. "
                         f"{shared[0]}): a threshold fitted on the images it scores flatters them; pass a labelled "
                         "folder of other images from the same site")
+    patients = data_mod.shared_patients(cal, scored)
+    if patients:
+        raise UserError(f"--threshold-from {root} shares {len(patients)} patients with the scored images (e.g. "
+                        f"{', '.join(patients[:3])}): another image of the same child leaks its answer; pass a "
+                        "labelled folder of other children from the same site")
     if cal["label"].nunique() < 2:
         raise UserError(f"--threshold-from {root}: needs labelled images of both classes (NORMAL and PNEUMONIA)")
     cache = pipeline.build_cache(cal["path"].tolist(), loaded.image_size)

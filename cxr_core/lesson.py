@@ -151,6 +151,8 @@ def active_runs(store, data_dir) -> dict:
 
 
 _COLUMNS = ("n", "threshold", *HEADLINE_METRICS)
+# Step 5's in-distribution side when the own test split is the official one.
+VALIDATION_ROW = "own validation split (carved from train: same hospital and days as training)"
 
 
 def _row(label: str, evaluation: dict) -> dict:
@@ -158,11 +160,18 @@ def _row(label: str, evaluation: dict) -> dict:
 
 
 def shift_rows(run) -> pd.DataFrame:
-    """One row per plain (not occluded) test evaluation of `run`: its own split first, then each folder."""
-    from .run_tables import evaluation_label
+    """One row per plain (not occluded) test evaluation of `run`: its own split first, then each folder.
+
+    When the run's own test split is its folder's official test/ (a Kaggle download), its validation
+    split (carved from train: the training images' hospital and days) is a row too: the two sides of
+    the shift without a second folder."""
+    from .run_tables import evaluation_label, own_test_is_official
 
     rows = [_row(evaluation_label(("test", source)), run.evaluation("test", source))
             for source in run.evaluation_sources("test") if split_source(source)[1] is None]
+    validation = run.evaluation("val") if own_test_is_official(run) else None
+    if validation:
+        rows.append(_row(VALIDATION_ROW, validation))
     return pd.DataFrame(rows, columns=["scored on", *_COLUMNS])
 
 

@@ -75,8 +75,15 @@ def _conv_block(x, filters: int, name: str, momentum: float = 0.9):
     return layers.MaxPooling2D(name=f"{name}_pool")(x)
 
 
-def _plain_cnn(x, widths, batch_norm: bool = False, dropout: float = 0.0, momentum: float = 0.9):
-    """The Keras tutorial's CNN: conv blocks with max pooling, Flatten, Dense 128, one sigmoid."""
+def _plain_cnn(x, widths, batch_norm: bool = False, dropout: float = 0.0, momentum: float = 0.9,
+               literal: bool = False):
+    """The Keras tutorial's CNN: conv blocks with max pooling, Flatten, Dense 128, one sigmoid.
+
+    literal=True is the study as written: RGB input (TensorFlow's loader repeats a gray film's value in
+    three channels, so the first convolution has three-channel kernels and their initial scale) and
+    two logits (see _two_logits)."""
+    if literal:
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
     x = layers.Rescaling(1 / 255, name="rescale")(x)
     for i, filters in enumerate(widths):
         if batch_norm:
@@ -88,7 +95,20 @@ def _plain_cnn(x, widths, batch_norm: bool = False, dropout: float = 0.0, moment
     x = layers.Dense(128, activation="relu", name="dense")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
-    return layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    return _two_logits(x) if literal else layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+
+
+def _two_logits(x):
+    """The study's head: two logits, NORMAL's and PNEUMONIA's (a Dense 2 kept as its two columns), and
+    P(pneumonia) = softmax's PNEUMONIA column = sigmoid(PNEUMONIA's logit - NORMAL's), the one score every
+    part of the product reads. Keras computes binary cross-entropy on that sigmoid from its logit, which
+    is exactly the study's SparseCategoricalCrossentropy(from_logits=True) on the two logits, with the
+    same numerical stability (through a softmax's probabilities the loss saturates and training stalls);
+    argmax is P(pneumonia) >= 0.5."""
+    normal = layers.Dense(1, name="logit_normal")(x)
+    pneumonia = layers.Dense(1, name="logit_pneumonia")(x)
+    difference = layers.Subtract(name="logit_difference")([pneumonia, normal])
+    return layers.Activation("sigmoid", name="pneumonia")(difference)
 
 
 def baseline_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
@@ -96,12 +116,13 @@ def baseline_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
 
 
 def study_baseline_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
-    return _plain_cnn(_augmentation(inputs, s) if s.augment else inputs, (16, 32, 64))
+    return _plain_cnn(_augmentation(inputs, s) if s.augment else inputs, (16, 32, 64), literal=True)
 
 
 def study_regularized_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
     x = _augmentation(inputs, s) if s.augment else inputs
-    return _plain_cnn(x, (16, 32, 64), batch_norm=True, dropout=0.5, momentum=bn_momentum(steps_per_epoch))
+    return _plain_cnn(x, (16, 32, 64), batch_norm=True, dropout=0.5, momentum=bn_momentum(steps_per_epoch),
+                      literal=True)
 
 
 def regularized_cnn(inputs, s: TrainSettings, steps_per_epoch=None):
@@ -123,7 +144,8 @@ def _resolve_weights(weights: str, family: str, image_size: int):
         return Weights.IMAGENET.value
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise UserError(f"weights file {path} not found; pass --weights imagenet, none, or the path to a local {weight_file_name(family, image_size)}")
+        raise UserError(f"weights file {path} not found; pass --weights imagenet, none, or the path to a local "
+                        f"{weight_file_name(family, image_size)}")
     return str(path)
 
 

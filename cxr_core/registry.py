@@ -50,12 +50,11 @@ STUDY_NOTES = (
     "180x180 input, Rescaling 1/255, Adam at 1e-3, 10 epochs, no early stopping, no class weights: as the study states.",
     "Conv2D widths 16/32/64 (3x3, ReLU, same padding), each followed by 2x2 max pooling, then Flatten and "
     "Dense 128: the Keras tutorial's, since the study gives no widths.",
-    "One sigmoid output with binary cross-entropy where the study has Dense 2 with SparseCategoricalCrossentropy"
-    "(from_logits=True): a two-way softmax is the sigmoid of the logits' difference, so the function class, the "
-    "loss and the decision at 0.5 (argmax) are the same; only the initialisation differs.",
-    "Grayscale input (one channel) where the study loads RGB: its RGB is the gray value repeated, so a first "
-    "convolution over three equal channels equals one over the gray channel with the weights summed; the "
-    "function class is the same, the initial weights' scale differs.",
+    "Two logits (NORMAL's and PNEUMONIA's, a Dense 2 kept as its two columns) trained with the study's "
+    "SparseCategoricalCrossentropy(from_logits=True), computed as binary cross-entropy on sigmoid(PNEUMONIA's "
+    "logit - NORMAL's), the same value; that sigmoid, softmax's PNEUMONIA column, is P(pneumonia).",
+    "RGB input, as TensorFlow's loader gives it: a gray film's value repeated in three channels, so the first "
+    "convolution has three-channel kernels.",
     "Images are padded to square (aspect kept) before resizing, the project's one preprocessing path; the "
     "tutorial's loader squashes them. The shared copy is already square, so there the two agree.",
     "regularized_cnn adds the study's augmentation (RandomFlip horizontal, RandomRotation 0.1, RandomZoom 0.1), "
@@ -64,14 +63,15 @@ STUDY_NOTES = (
     "Transfer models: ImageNet base frozen, global average pooling, Dropout 0.3 and one sigmoid (the study says "
     "'new head'); the same augmentation; MobileNetV2 fine-tuning trains the head for a third of the epochs at "
     "1e-3, then the top blocks at 1e-4 (the study says 'a small learning rate').",
-    "Validation is carved from train by patient, as for every recipe; in the study recipe it only draws the "
-    "curves: nothing is chosen on it.",
+    "Trained on all of train: validation is still carved by patient to draw the curves (the study drew them on "
+    "the official 16-image val split), and its images are trained on too, so nothing is chosen on it and the "
+    "Home page never picks a run by it.",
 )
 
 # Settings every model shares under the study recipe (TrainSettings' defaults are the improved recipe's).
 _STUDY_COMMON = dict(recipe=Recipe.STUDY, image_size=180, epochs=10, batch_size=32, learning_rate=1e-3,
                      lr_schedule="constant", early_stopping_patience=0, class_weighting=False,
-                     threshold_rule="fixed", augment=True, augmentation="study")
+                     threshold_rule="fixed", augment=True, augmentation="study", train_on_validation=True)
 
 Builder = Callable  # (inputs, settings, steps_per_epoch) -> outputs tensor
 

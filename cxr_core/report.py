@@ -95,7 +95,7 @@ def build_report(run_ids: list[str], store: RunStore | None = None, *, split: st
     if not by_label:
         raise UserError("name at least one run for the report")
     evaluations = _evaluations(by_label, split, source)
-    where = run_tables.evaluation_label((split, source))
+    where = run_tables.evaluation_label((split, source), list(by_label.values()))
     figure = _Figures()
     parts = [*_introduction(title, by_label, notes),
              *_data_and_settings(by_label, evaluations, where),

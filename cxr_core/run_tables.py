@@ -19,7 +19,7 @@ import pandas as pd
 
 from .config import HEADLINE_METRICS, METRICS
 from .reference import PUBLISHED
-from .store import CALIBRATED, FINISHED, OWN, RunState, calibration_of, split_source
+from .store import CALIBRATED, FINISHED, OWN, RunState, RunStore, calibration_of, split_source
 
 # Confusion-matrix cells: (true label, predicted label) and what each means at the bedside.
 CELLS = {
@@ -142,10 +142,21 @@ def evaluation_choices(runs) -> list[tuple[str, str]]:
 OCCLUSION_LABELS = {"lungs": "lung fields blacked out", "outside": "only the lung fields kept"}
 
 
-def evaluation_label(choice: tuple[str, str]) -> str:
+def evaluation_label(choice: tuple[str, str], runs=()) -> str:
+    """How pages and the CLI name (split, source). With `runs`, their own test split is called what it is:
+    the test/ folder they were given (a Kaggle download's official split) when it is that for every one
+    of them, else the test split carved from train."""
     split, source = choice
     base, occlusion = split_source(source)
-    label = ("own test split" if split == "test" else "own validation split") if base == OWN else f"folder {base}"
+    if base != OWN:
+        label = f"folder {base}"
+    elif split != "test":
+        label = "own validation split"
+    elif runs:
+        official = all(own_test_is_official(run) for run in runs)
+        label = "test/ folder (the official split)" if official else "test split carved from train"
+    else:
+        label = "own test split"
     calibration = calibration_of(source)
     if calibration:
         label += f", threshold from folder {calibration}"
@@ -292,31 +303,67 @@ def trained_on(run, data_dir) -> bool:
     return data_dir is None or _data_root(run.settings.get("data_dir", "")) == _data_root(data_dir)
 
 
-def best_run(runs, data_dir=None) -> dict | None:
-    """The finished run with the highest AUC on the official test split (accuracy breaks ties), among
-    those trained on `data_dir` (any folder when None): the Home page's result and `info`'s "best_run".
+# How best_run chooses, in one line for Home and `info`.
+BEST_RUN_RULE = ("chosen on validation: the highest validation AUC among finished runs on this data set "
+                 "(ties: the default recipe), never on the test figures it shows")
 
-    AUC, because it does not depend on the threshold, which swings between runs. None when no finished
-    run has official figures. The dict: run, model, label, synthetic, source, where, n, threshold, the
-    METRICS and their ci95.
+
+def validation_auc(run) -> float | None:
+    """The run's AUC on its own validation split, or None when it has none or trained on it (a
+    study-recipe run trained on all of train sees its validation images, so their AUC chooses nothing)."""
+    if run.settings.get("train_on_validation"):
+        return None
+    evaluation = run.evaluation("val") or {}
+    return evaluation.get("auc")
+
+
+def best_run(runs, data_dir=None) -> dict | None:
+    """The finished run with the highest validation AUC (the default recipe breaks ties) that has figures
+    on the official test split, among those trained on `data_dir` (any folder when None): the Home page's
+    result and `info`'s "best_run". It is chosen on validation and shows test figures: choosing on the
+    test split would show the luckiest draw on the very images it reports.
+
+    None when no such run. The dict: run, model, label, synthetic, source, where, n, threshold, rule,
+    validation_auc, the METRICS (on the official test split) and their ci95.
     """
     candidates = []
     for run in runs:
         if run.state != FINISHED or not trained_on(run, data_dir):
             continue
-        evaluation = official_evaluation(run)
-        if evaluation and evaluation.get("auc") is not None:
-            candidates.append((run, evaluation))
+        chosen_on, evaluation = validation_auc(run), official_evaluation(run)
+        if chosen_on is not None and evaluation:
+            candidates.append((chosen_on, run.recipe == "improved", run, evaluation))
     if not candidates:
         return None
-    run, evaluation = max(candidates, key=lambda pair: (pair[1]["auc"], pair[1].get("accuracy") or 0.0))
+    chosen_on, _, run, evaluation = max(candidates, key=lambda c: c[:2])
     return {"run": run.run_id, "model": run.model, "label": run_label(run),
             "synthetic": bool(run.status.get("synthetic")), "source": evaluation["source"],
             "where": evaluation["where"], "n": evaluation.get("n"), "threshold": evaluation.get("threshold"),
+            "rule": BEST_RUN_RULE, "validation_auc": chosen_on,
             **{m: evaluation.get(m) for m in METRICS}, "ci95": evaluation.get("ci95") or {}}
+
+
 def image_root(run, evaluation: dict | None = None):
     """The folder that the image paths of `evaluation`'s predictions are relative to: the folder it was
     scored on, else the run's own data folder. Raises UserError when that folder is gone."""
     from .data import resolve_root  # here: listing runs (`python -m cxr_core runs`) stays light
 
     return resolve_root((evaluation or {}).get("data_dir") or run.settings.get("data_dir", ""), require_train=False)
+
+
+def held_out_images(runs, manifest: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Images none of `runs` trained on, to pick from for a prediction: (rows with class_name and an
+    absolute path, what they are). The active folder's official test/ when it has one (training never
+    reads it); otherwise the images in every run's own recorded test split, since a split drawn here
+    with another seed would hold images some run trained on."""
+    official = manifest[manifest["source_split"] == "test"]
+    if not official.empty:
+        return official[["class_name", "path"]].assign(path=lambda t: t["path"].astype(str)), "the test/ folder"
+    shared = None
+    for run in runs:
+        split = RunStore(run.path.parent).split(run.run_id)
+        test = split[split["split"] == "test"]
+        paths = {str(image_root(run) / p): c for p, c in zip(test["path"], test["class_name"])}
+        shared = paths if shared is None else {p: c for p, c in shared.items() if p in paths}
+    rows = pd.DataFrame({"class_name": list((shared or {}).values()), "path": list((shared or {}).keys())})
+    return rows, ("the run's own test split" if len(runs) == 1 else "the test split every chosen run kept apart")

@@ -326,7 +326,8 @@ class RunStore:
         except UserError:
             raise
         except Exception as error:  # Keras raises many types for bad files
-            raise UserError(f"run {run_id}: model.keras cannot be loaded safely ({type(error).__name__}: {str(error)[:200]})") from None
+            raise UserError(f"run {run_id}: model.keras cannot be loaded safely "
+                            f"({type(error).__name__}: {str(error)[:200]})") from None
 
     def threshold(self, run_id: str) -> float:
         try:

@@ -154,6 +154,12 @@ class _Job:
         return self.split[self.split.split == name]
 
 
+def fit_rows(split: pd.DataFrame, settings: TrainSettings) -> pd.DataFrame:
+    """The rows the model is fitted on: train, and validation too when the recipe trains on it."""
+    kept = ("train", "val") if settings.train_on_validation else ("train",)
+    return split[split.split.isin(kept)]
+
+
 def _load_data(job: _Job) -> None:
     run = job.store.get(job.run_id)
     job.scan, job.split, job.cache = prepare_data(job.settings, run.settings["data_dir"], job.echo)
@@ -183,7 +189,7 @@ def _train_model(job: _Job, extra_callbacks):
     from .models import build_model, unfreeze_top
 
     settings = job.settings
-    train, val = job.part("train"), job.part("val")
+    train, val = fit_rows(job.split, settings), job.part("val")
     # Full batches only, unless the training set is smaller than one batch.
     whole = len(train) >= settings.batch_size
     train_ds = pipeline.make_dataset(job.cache, train["row"], train["label"], batch_size=settings.batch_size,
@@ -212,8 +218,7 @@ def _train_model(job: _Job, extra_callbacks):
 def _choose_threshold_and_evaluate(job: _Job, model) -> None:
     val = job.part("val")
     val_prob = predict_rows(model, job.cache, val["row"])
-    choice = evaluate.threshold_for(job.settings, val["label"].to_numpy(), val_prob,
-                                    groups=val["patient_id"].to_numpy())
+    choice = evaluate.threshold_for(job.settings, val["label"].to_numpy(), val_prob)
     atomic_write_json(job.path / "threshold.json", choice)
     job.echo(f"threshold {choice['threshold']:.3f}: {choice['rule']}")
     for name in ("val", "test"):

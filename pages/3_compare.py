@@ -35,20 +35,22 @@ finished = ui_runs.finished_or_stop(store, "No finished runs yet. Train a model 
 
 cols = st.columns([1, 3])
 chosen = cols[1].multiselect("Runs", list(finished), default=list(finished)[:2], key="compare_runs")
-split, source = cols[0].selectbox("Evaluated on", run_tables.evaluation_choices([finished[label] for label in chosen]),
-                                  format_func=run_tables.evaluation_label, key="compare_on",
+picked = [finished[label] for label in chosen]
+split, source = cols[0].selectbox("Evaluated on", run_tables.evaluation_choices(picked),
+                                  format_func=lambda choice: run_tables.evaluation_label(choice, picked),
+                                  key="compare_on",
                                   help="The run's own splits (carved from its training data) or another labelled "
                                        "folder it was scored on, such as the official test split.")
 ui_runs.score_on_folder([finished[label] for label in chosen], store, page="compare")
 runs = {label: finished[label] for label in chosen if finished[label].evaluation(split, source)}
 if len(runs) < len(chosen):
-    st.warning(f"Left out (not scored on the {run_tables.evaluation_label((split, source))}): "
+    st.warning(f"Left out (not scored on the {run_tables.evaluation_label((split, source), picked)}): "
                f"{', '.join(set(chosen) - set(runs))}.")
 if not runs:
     st.info("Choose at least one run above.")
     st.stop()
-if source == OWN:
-    st.caption("Own splits are carved from the same folder the run trained on: in-distribution, they flatter "
+if source == OWN and (split != "test" or not all(run_tables.own_test_is_official(r) for r in runs.values())):
+    st.caption("This split is carved from the same folder the run trained on: in-distribution, it flatters "
                "every model. A folder like the official test split shows how a model meets new children.")
 evaluations = {label: run.evaluation(split, source) for label, run in runs.items()}
 preds = {label: ui_runs.predictions(run.run_id, split, store, source) for label, run in runs.items()}

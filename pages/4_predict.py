@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from cxr_core import heatmap, images, inference
+from cxr_core import heatmap, images, inference, run_tables
 from cxr_core.config import UserError
 from ui import data_sets
 from ui import runs as ui_runs
@@ -41,11 +41,16 @@ if source == "upload":
                                accept_multiple_files=True, key="uploads", max_upload_size=200)
     files = inference.unique_names([(upload.name, upload.getvalue()) for upload in uploads or []])
 else:
-    scan, split = data_sets.require()
-    test = split[split["split"] == "test"].sort_values(["class_name", "path"])
+    scan, _ = data_sets.require()
+    test, what = run_tables.held_out_images(list(runs.values()), scan.manifest)
+    test = test.sort_values(["class_name", "path"])
     # The true class is part of the name, so the prediction can be checked against it.
     names = dict(zip(test["class_name"] + "/" + test["path"].map(os.path.basename), test["path"]))
-    picked = st.selectbox(f"An image of the test split ({len(names)} images)", list(names), key="predict_pick")
+    if not names:
+        st.info("The chosen runs kept no test image in common: pick one run, or upload files.")
+        st.stop()
+    picked = st.selectbox(f"An image of {what} ({len(names)} images, none trained on)", list(names),
+                          key="predict_pick")
     try:
         files = [(picked, images.read_file_bytes(names[picked]))]
     except images.ImageDecodeError as error:

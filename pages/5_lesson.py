@@ -60,9 +60,13 @@ store = ui_runs.store()
 context = lesson_steps.Context(scan, split, store, lesson.study_runs(store, scan.root))
 if any(run.status.get("synthetic") for run in context.runs.values()):
     st.caption(f"The runs in this lesson were trained on the {DEMO_LABEL}.")
+if step == 1:
+    lesson_steps.readiness(context)
 lesson_steps.VIEWS[step - 1](context)
 st.info(f"**Discuss.** {info.question}", icon=":material/forum:")
 navigation(step, "bottom")
+st.page_link("pages/6_read.py", label="Read: every student reads X-rays, then lands beside the model on one ROC plot",
+             icon=":material/visibility:")
 
 if context.runs:
     st.download_button(

@@ -38,6 +38,7 @@ def test_streamlit_reads_these_settings(config, project_root):
         assert st_config.get_option("browser.gatherUsageStats") is False
         assert st_config.get_option("server.enableXsrfProtection") is True
         assert st_config.get_option("server.maxUploadSize") == config["server"]["maxUploadSize"]
+        assert st_config.get_option("server.fileWatcherType") == "none"  # watchers cost a class's server CPU
     finally:
         os.chdir(cwd)
         st_config.get_config_options(force_reparse=True)

@@ -22,8 +22,6 @@ from cxr_core.config import PROJECT_ROOT
 
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
 
-MODELS = ("baseline_cnn", "regularized_cnn")
-
 
 @pytest.fixture(scope="module")
 def bench_data(tmp_path_factory):
@@ -107,24 +105,6 @@ def test_machine_description_names_the_cpu_and_tensorflow(monkeypatch):
     assert "GPU: GPU 0: NVIDIA H100, GPU 1" in common.machine_line(common.machine())
 
 
-def test_stack_sampler_attributes_time_to_the_project_function_that_ran():
-    import time
-
-    import numpy as np
-
-    from cxr_core import evaluate
-
-    y, p = np.tile([0, 1], 500), np.linspace(0, 1, 1000)
-    with common.StackSampler(interval=0.002) as sampler:
-        until = time.perf_counter() + 0.4
-        while time.perf_counter() < until:
-            evaluate.choose_threshold(y, p)
-    profile = sampler.top()
-    assert profile["samples"] > 10
-    top = {row["function"]: row["share"] for row in profile["inclusive_project"]}
-    assert top.get("cxr_core/evaluate.py:choose_threshold", 0) > 0.8, profile
-
-
 def test_provenance_names_the_commit_and_paths_from_the_project(tmp_path):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
     assert common.git_state()["commit"] == head
@@ -143,120 +123,39 @@ def test_provenance_names_the_commit_and_paths_from_the_project(tmp_path):
     assert common.project_relative(PROJECT_ROOT.parent / "shared" / "data") == os.path.join("..", "shared", "data")
 
 
+
+
 # ---------------------------------------------------------------- classroom (the report; the run is test_classroom.py)
 
 
-def test_classroom_report_says_what_a_view_costs_the_server_and_whose_each_figure_is():
-    import classroom_report
+def test_classroom_figures_are_recomputed_from_the_walks_and_the_report_says_what_was_measured():
+    import classroom
 
-    walks = [{"steps": {"Home": 1.0, "Dataset": 2.0}}, {"steps": {"Home": 1.5}}]
-    cost = classroom_report.server_cost({}, walks, cpu_s=1.5, cores=2)
-    assert cost == {"page_views": 3, "server_cpu_s_per_view": 0.5, "capacity_views_per_s_per_core": 2.0,
-                    "capacity_views_per_s_machine": 4.0}
-    assert classroom_report.server_cost({}, [], cpu_s=1.0, cores=2)["server_cpu_s_per_view"] is None
-    result = {"sessions": 2, "errors": 0, "p50_s": 1.2, "p95_s": 2.0, "per_step": {"Home": {"p50_s": 1.2}},
-              "server_cpu_s": 1.5, "peak_rss_mb": 300.0, "date": "2026-11-30 10:00:00 UTC", "git": {"commit": "a" * 40},
-              "machine": "a CPU, 2 cores", "command": "python benchmarks/classroom.py --sessions 2", **cost}
-    text = classroom_report.render(result)
+    walks = [{"steps": {"Home": 1.0, "Dataset": 2.0}, "error": None}, {"steps": {"Home": 1.5}, "error": "Dataset: x"}]
+    figures = classroom.summarize(walks, cpu_s=1.5, cores=2)
+    assert figures["page_views"] == 3 and figures["errors"] == 1
+    assert figures["server_cpu_s_per_view"] == 0.5 and figures["capacity_views_per_s_per_core"] == 2.0
+    assert figures["per_step"]["Home"] == {"p50_s": 1.25, "p95_s": 1.48, "max_s": 1.5, "n": 2}
+    assert classroom.summarize([], cpu_s=1.0, cores=2)["server_cpu_s_per_view"] is None
+    result = {"sessions": 2, "date": "2026-11-30 10:00:00 UTC", "git": {"commit": "a" * 40}, "machine": "a CPU",
+              "command": "python benchmarks/classroom.py --sessions 2", "server_cpu_s": 1.5, "peak_rss_mb": 300.0,
+              "training_under_load_batches_per_s": 0.03, "training_alone_batches_per_s": 0.9, **figures}
+    text = classroom.render(result)
     assert "| server CPU seconds per page view | 0.50 s (1.5 s for 3 views) | server |" in text
-    assert "| implied capacity: page views per second per core | 2.00 | server |" in text
-    assert "clients (browser rendering included)" in text and text.startswith("Measured on 2026-11-30 at commit aaaaaaaaaa")
+    assert "0.03 while the class worked vs 0.90 alone just before (3% of its speed alone)" in text
+    assert text.startswith("Measured on 2026-11-30 at commit aaaaaaaaaa")
 
 
-# ---------------------------------------------------------------- quality
-
-
-def test_quality_benchmark_end_to_end_then_reuse(bench_data, tmp_path):
-    runs, out, root = tmp_path / "runs", tmp_path / "results", docs_copy(tmp_path)
-    from cxr_core.demo import write_demo_dataset
-
-    shifted = write_demo_dataset(tmp_path / "shifted", n_normal=8, n_pneumonia=8, seed=11, image_size=64)
-    n_shifted = len(list((shifted / "test").rglob("*.jpeg")))
-    common_args = ["--data", bench_data, "--test-data", shifted, "--models", ",".join(MODELS), "--recipes", "improved", "--runs", runs,
-                   "--out", out, "--quiet", *[a for m in MODELS for a in ("--epochs-override", f"{m}=1")]]
-    run_script("quality.py", *common_args, timeout=600)
-    result = json.loads((out / "quality.json").read_text())
-    # The headline is the shifted test folder; the own split comes second.
-    for row in result["rows"] + [result["ensemble"]]:
-        assert row["shifted"]["n_test"] == n_shifted and row["shifted"]["source"] == "shifted"
-        assert 0.0 <= row["shifted"]["accuracy"] <= 1.0
-    assert not Path(result["data"]).is_absolute() and not Path(result["test_data"]).is_absolute()
-    assert result["complete"] and not result["failed"] and result["synthetic"]
-    assert [r["model"] for r in result["rows"]] == list(MODELS)
-    for row in result["rows"] + [result["ensemble"]]:
-        for metric in ("accuracy", "sensitivity", "specificity", "macro_f1", "auc"):
-            assert 0.0 <= row[metric] <= 1.0, (row["model"], metric)
-            low, high = row["ci95"][metric]
-            assert 0.0 <= low <= high <= 1.0
-        assert 0.0 <= row["threshold"] <= 1.0 and row["train_seconds"] > 0
-    for row in result["rows"]:
-        assert row["epochs_run"] == 1 and row["epochs_overridden"] and row["weights_used"].startswith("none")
-    assert result["ensemble"]["members"] == list(MODELS)
-    assert result["test_split"]["n"] == result["rows"][0]["n_test"] > 0
-    assert result["machine"]["cpu"] and result["date"]
-    markdown = (out / "quality.md").read_text()
-    for needle in (*MODELS, "ensemble (soft vote of 2)", "published, official test split", "Kermany",
-                   "SYNTHETIC", "epochs overridden", "not directly comparable"):
-        assert needle in markdown
-    assert markdown.index("On the official test split") < markdown.index("On the test split carved from train")
-    assert str(PROJECT_ROOT.parent) not in markdown
-
-    # --reuse: the finished runs are picked up, nothing is trained again; the docs copy gets the tables.
-    again = run_script("quality.py", *common_args, "--reuse", "--update-docs", "--docs-root", root, timeout=600)
-    assert again.stdout.count("reusing finished run") == len(MODELS)
-    reused = json.loads((out / "quality.json").read_text())
-    assert [r["run"] for r in reused["rows"]] == [r["run"] for r in result["rows"]]
-    full = section(root, "quality")
-    assert "| baseline_cnn |" in full and "by `python benchmarks/quality.py" in full and "dirty" not in full
-    assert section(root, "ablation") == section(PROJECT_ROOT, "ablation")
-    assert section(root, "results") == section(PROJECT_ROOT, "results")  # the README's table is the ablation's
-    # --render: the tables again from quality.json alone (nothing trained), with the alias of --update-docs.
-    run_script("quality.py", "--render", "--out", out, "--update-readme", "--docs-root", root)
-    assert section(root, "quality") == full
-
-
-def test_ablation_runs_each_recipe_per_seed_and_reports_the_spread(bench_data, tmp_path):
-    from cxr_core.demo import write_demo_dataset
-
-    shifted = write_demo_dataset(tmp_path / "shifted", n_normal=8, n_pneumonia=8, seed=12, image_size=64)
+def test_the_stored_classroom_result_renders_what_was_measured(tmp_path):
     out, root = tmp_path / "results", docs_copy(tmp_path)
-    run_script("ablation.py", "--data", bench_data, "--test-data", shifted, "--recipes", "defaults",
-               "--seeds", "1,2", "--epochs", 1, "--runs", tmp_path / "runs", "--out", out, "--quiet",
-               "--update-docs", "--docs-root", root)
-    result = json.loads((out / "ablation.json").read_text())
-    runs = result["runs"]
-    assert [(r["recipe"], r["seed"]) for r in runs] == [("defaults", 1), ("defaults", 2)]
-    summary = result["recipes"]["defaults"]
-    accuracies = [r["test_accuracy"] for r in runs]
-    assert summary["test_accuracy"] == pytest.approx((sum(accuracies) / 2, min(accuracies), max(accuracies)))
-    assert summary["seeds"] == [1, 2] and result["git"]["commit"]
-    ablation = section(root, "ablation")
-    assert "| `defaults` |" in ablation and "chosen while looking at this test folder" in ablation
-    assert "| `defaults` | fixed 0.5 | 0.500 |" in ablation  # the threshold rules on the same runs
-    rules = {row["rule"]: row for row in runs[0]["rules"]}
-    assert rules["fixed 0.5"]["threshold"] == 0.5 and set(rules) == set(ablation_module().RULES)
-    assert section(root, "quality") == section(PROJECT_ROOT, "quality")
-    small = section(root, "results")
-    assert "| ours: regularized_cnn, our recipe (2 seeds) |" in small and "| published: Seed study: regularized CNN |" in small
-
-
-def ablation_module():
-    import ablation
-
-    return ablation
-
-
-def test_quality_weights_plan_never_calls_random_init_pretrained(monkeypatch):
-    import quality
-
-    monkeypatch.setattr(quality, "keras_cached", lambda model: False)
-    monkeypatch.setattr(quality, "imagenet_reachable", lambda timeout=3.0: False)
-    plan = quality.plan_weights(["regularized_cnn", "mobilenetv2_frozen", "densenet121_frozen"], [])
-    assert plan["mobilenetv2_frozen"] == ("none", quality.OFFLINE)
-    assert plan["regularized_cnn"][0] is None
-    local = quality.plan_weights(["densenet121_frozen"], ["densenet121=/tmp/w.h5"])
-    assert local["densenet121_frozen"][0].endswith("w.h5") and "local file" in local["densenet121_frozen"][1]
-    assert quality.plan_weights(["mobilenetv2_finetune"], ["none"])["mobilenetv2_finetune"][1] == "random init (--weights none)"
+    out.mkdir()
+    stored = json.loads((BENCHMARKS / "results" / "classroom.json").read_text())
+    (out / "classroom.json").write_text(json.dumps(stored))
+    run_script("classroom.py", "--render", "--out", out, "--update-docs", "--docs-root", root)
+    text = section(root, "classroom")
+    share = stored["training_under_load_batches_per_s"] / stored["training_alone_batches_per_s"]
+    assert f"({share:.0%} of its speed alone)" in text and "is fine" not in text
+    assert f"{stored['server_cpu_s'] / stored['page_views']:.2f} s ({stored['server_cpu_s']} s for" in text
 
 
 # ---------------------------------------------------------------- speed
@@ -270,127 +169,125 @@ FAKE_APP = {
     "views/runs.py": "import streamlit as st\nfrom views.helpers import run_ids\n\nst.title('Runs')\n"
                      "st.write(len(run_ids()))\n",
     "views/compare.py": "import streamlit as st\nfrom views.helpers import run_ids\n\nst.title('Compare')\n"
-                        "ids = run_ids()\nchosen = st.multiselect('Runs', ids, default=ids[:2], format_func=lambda r: 'run ' + r)\n"
-                        "st.write(len(chosen))\n",
+                        "ids = run_ids()\nchosen = st.multiselect('Runs', ids, default=ids[:2], "
+                        "format_func=lambda r: 'run ' + r)\nst.write(len(chosen))\n",
 }
 
 
-@pytest.fixture
-def fake_app(tmp_path):
-    """A stand-in dashboard (st.navigation over two pages, one with a run multiselect)."""
-    for name, text in FAKE_APP.items():
-        (tmp_path / "app" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "app" / name).write_text(text)
-    return tmp_path / "app" / "app.py"
+@pytest.fixture(scope="module")
+def speed_run(bench_data, tmp_path_factory):
+    """Every section once, at the smallest settings that still run each path: (speed.json, docs root)."""
+    tmp = tmp_path_factory.mktemp("speed")
+    for name, text in FAKE_APP.items():  # a stand-in dashboard: two pages, one with a run multiselect
+        (tmp / "app" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / "app" / name).write_text(text)
+    root = docs_copy(tmp)
+    run_script("speed.py", "--data", bench_data, "--test-data", bench_data, "--epochs", 1, "--image-size", 32,
+               "--repeats", 1, "--predict-models", "regularized_cnn", "--calls", 3, "--app", tmp / "app" / "app.py",
+               "--out", tmp / "results", "--work", tmp / "work", "--quiet", "--update-docs", "--docs-root", root,
+               timeout=900)
+    assert not list((tmp / "work").iterdir())  # scratch removed
+    return json.loads((tmp / "results" / "speed.json").read_text()), root
 
 
-def test_speed_pipeline_predict_scale(bench_data, tmp_path):
-    out = tmp_path / "results"
-    run_script("speed.py", "--data", bench_data, "--only", "pipeline,predict,scale", "--predict-models",
-               "regularized_cnn", "--calls", 3, "--scale-images", 400, "--out", out, "--work", tmp_path / "work",
-               "--quiet", "--profile")
-    result = json.loads((out / "speed.json").read_text())
-    sections = result["sections"]
-    pipeline = sections["pipeline"]
-    assert pipeline["images"] > 0
-    for key in ("seed_loader", "ours_cold", "ours_warm"):
-        assert pipeline[key]["images_per_s"] > 0
-    predict = sections["predict"]["models"]["regularized_cnn"]
-    for kind in ("predict", "gradcam"):
-        assert 0 < predict[kind]["p50_ms"] <= predict[kind]["p95_ms"] < 60_000
-        profile = predict[kind]["profile"]
-        assert set(profile) == {"samples", "interval_s", "inclusive_project", "self"}
-        assert all(0 < row["share"] <= 1 for row in profile["inclusive_project"] + profile["self"])
-    scale = sections["scale"]["runs"]
-    assert [r["images"] for r in scale] == [200, 400]
-    assert all(r["peak_rss_mib"] > 0 and r["epoch_images_per_s"] > 0 for r in scale)
-    assert scale[1]["cache_mib"] > scale[0]["cache_mib"]
-    markdown = (out / "speed.md").read_text()
-    assert "p95 <= 150 ms" in markdown and "input pipeline images/s" in markdown and "scale: peak memory" in markdown
-    assert result["machine"]["cpu"] and result["targets"]["page_s"] == 1.5
-    assert result["data"] == os.path.relpath(bench_data, PROJECT_ROOT) and not os.path.isabs(result["data"])
-    assert result["git"] == common.git_state() or result["git"]["commit"] == common.git_state()["commit"]
-    for section in sections.values():
-        assert section["git"] == result["git"] and section["command"].startswith("python benchmarks/speed.py")
-    assert str(PROJECT_ROOT) not in (out / "speed.md").read_text()
-    assert not list((tmp_path / "work").iterdir())  # scratch removed
-
-
-def test_speed_training_and_memory(bench_data, fake_app, tmp_path):
-    out, root = tmp_path / "results", docs_copy(tmp_path)
-    run_script("speed.py", "--data", bench_data, "--test-data", bench_data, "--only", "training,memory", "--epochs", 2,
-               "--repeats", 1, "--app", fake_app, "--out", out, "--work", tmp_path / "work", "--quiet",
-               "--update-docs", "--docs-root", root, timeout=600)
-    sections = json.loads((out / "speed.json").read_text())["sections"]
-    training = sections["training"]
+def test_speed_training_figures_come_from_each_runs_own_records(speed_run, bench_data):
+    result, root = speed_run
+    training = result["sections"]["training"]
     assert "error" not in training, training
-    assert training["flags_note"] == "--epochs 2 --repeats 1 --test-data " + os.path.relpath(bench_data, PROJECT_ROOT)
+    dev = os.path.relpath(bench_data, PROJECT_ROOT)
+    assert training["flags_note"] == f"--epochs 1 --image-size 32 --repeats 1 --test-data {dev}"
     runs = {r["side"]: r for r in training["runs"]}
-    assert list(runs) == ["seed_regularized", "ours", "seed_baseline"] == training["order"]
-    target = {k: runs["seed_regularized"]["per_epoch"][-1][k] for k in ("accuracy", "auc")}
-    for side, run in runs.items():
-        epochs = run["per_epoch"]
-        assert [e["epoch"] for e in epochs] == [1, 2]
-        assert 0 < epochs[0]["wall_s"] < epochs[1]["wall_s"] < run["total_wall_s"]
-        assert run["evaluation_s"] == pytest.approx(sum(e["eval_s"] for e in epochs)) and run["evaluation_s"] > 0
-        assert run["time_to_quality"]["target"] == target
-        rule = epochs[0]["threshold_rule"]
-        assert rule == "fixed at 0.5" if side != "ours" else rule.startswith("highest specificity")
-    # The seed recipe always reaches its own final figures, at its final epoch or sooner.
-    seed_ttq = runs["seed_regularized"]["time_to_quality"]
-    assert seed_ttq["reached"] and seed_ttq["wall_s"] == runs["seed_regularized"]["per_epoch"][seed_ttq["epoch"] - 1]["wall_s"]
-    ours_ttq = runs["ours"]["time_to_quality"]
-    expected = ours_ttq["wall_s"] / seed_ttq["wall_s"] if ours_ttq["reached"] else None
-    assert training["summary"]["ratio"]["values"] == [expected]
-    assert training["summary"]["seed_regularized"]["reached"] == 1
-    memory = sections["memory"]
-    assert memory["training"]["peak_rss_mib"] == runs["ours"]["peak_rss_mib"] > 100
-    assert 0 < memory["dashboard"]["peak_rss_mib"] < 8192
+    assert list(runs) == ["seed_regularized", "ours"] == training["order"]
+    for run in runs.values():
+        final, cm = run["final"], np.array(run["final"]["confusion_matrix"])
+        assert final["accuracy"] == pytest.approx(np.trace(cm) / cm.sum()) and cm.sum() == final["n"]
+        assert run["seconds_per_epoch"] == pytest.approx(np.median([e["seconds"] for e in run["per_epoch"]]))
+        assert run["image_size"] == 32 and [e["epoch"] for e in run["per_epoch"]] == [1]
+    assert runs["seed_regularized"]["final"]["threshold"] == 0.5  # the study's fixed threshold
+    ours, study = runs["ours"], runs["seed_regularized"]
     speed = section(root, "speed")
-    assert "time to quality, ours / seed regularized recipe, 1 repeat(s)" in speed and "training peak memory" in speed
-    assert "| baseline_cnn, the study's recipe |" in speed and "dev scoring (excluded)" in speed
+    assert (f"{ours['total_wall_s']:.0f} s vs {study['total_wall_s']:.0f} s" in speed
+            and f"accuracy {ours['final']['accuracy']:.3f} vs {study['final']['accuracy']:.3f}" in speed)
+    assert (f"{ours['peak_rss_mib'] / 1024:.2f} GiB vs {study['peak_rss_mib'] / 1024:.2f} GiB" in speed
+            and "1 repeat" in speed and "time to quality" not in speed)
     assert section(root, "classroom") == section(PROJECT_ROOT, "classroom")
 
 
-def test_speed_pages_with_ten_runs(bench_data, fake_app, tmp_path):
-    out = tmp_path / "results"
-    run_script("speed.py", "--data", bench_data, "--only", "pages", "--app", fake_app, "--out", out,
-               "--work", tmp_path / "work", "--quiet")
-    pages = json.loads((out / "speed.json").read_text())["sections"]["pages"]
+def test_speed_pipeline_and_predict_rates_match_their_counts(speed_run, bench_data):
+    sections = speed_run[0]["sections"]
+    pipeline = sections["pipeline"]
+    for key in ("seed_loader", "ours_cold", "ours_warm"):
+        assert pipeline[key]["images_per_s"] == pytest.approx(pipeline["images"] / pipeline[key]["seconds"])
+    rates = {key: pipeline[key]["images_per_s"] for key in ("seed_loader", "ours_warm")}
+    assert pipeline["warm_vs_seed"] == pytest.approx(rates["ours_warm"] / rates["seed_loader"])
+    predict = sections["predict"]["models"]["regularized_cnn"]
+    for kind in ("predict", "gradcam"):
+        calls = predict[kind]["calls_ms"]
+        assert len(calls) == 3 and predict[kind]["p95_ms"] == pytest.approx(np.percentile(calls, 95))
+    for section_ in sections.values():
+        assert section_["git"] == speed_run[0]["git"] and section_["command"].startswith("python benchmarks/speed.py")
+    assert speed_run[0]["data"] == os.path.relpath(bench_data, PROJECT_ROOT)
+    assert str(PROJECT_ROOT) not in json.dumps(speed_run[0])  # results name folders relative to the project
+
+
+def test_speed_pages_and_dashboard_memory_on_a_stand_in_app(speed_run):
+    pages, memory = speed_run[0]["sections"]["pages"], speed_run[0]["sections"]["memory"]
     assert pages["runs_in_store"] == 10
     assert [p["page"] for p in pages["pages"]] == ["(default page of app.py)", "views/runs.py", "views/compare.py"]
     assert [p.get("title") for p in pages["pages"]] == ["Runs", "Runs", "Compare"]
-    assert all(p["first_visit_s"] > 0 and not p["exceptions"] for p in pages["pages"])
+    assert all(not p["exceptions"] for p in pages["pages"])
     assert pages["compare"]["runs_selected"] == pages["compare"]["selected_after_run"] == 5
-    assert "views/compare.py with 5 runs selected" in (out / "speed.md").read_text()
+    dashboard = memory["dashboard"]
+    assert [v["page"] for v in dashboard["visited"]] == ["(landing)", "Runs", "Compare"]
+    assert dashboard["peak_rss_mib"] >= dashboard["rss_at_end_mib"] > 50
+
+
+def test_the_stored_speed_result_renders_its_true_repeat_count(tmp_path):
+    out, root = tmp_path / "results", docs_copy(tmp_path)
+    out.mkdir()
+    stored = json.loads((BENCHMARKS / "results" / "speed.json").read_text())
+    (out / "speed.json").write_text(json.dumps(stored))
+    run_script("speed.py", "--render", "--out", out, "--update-docs", "--docs-root", root)
+    speed = section(root, "speed")
+    runs = {r["side"]: r for r in stored["sections"]["training"]["runs"]}
+    repeats = len({r["repeat"] for r in runs.values()})
+    assert f"{repeats} repeat" in speed and "three interleaved" not in speed and "time to quality" not in speed.lower()
+    ours, study = runs["ours"], runs["seed_regularized"]
+    assert f"{ours['total_wall_s']:.0f} s vs {study['total_wall_s']:.0f} s" in speed
+    assert f"vs {study['peak_rss_mib'] / 1024:.2f} GiB" in speed  # the study's peak beside ours, same runs
 
 
 def test_page_discovery_reads_the_st_page_calls_of_app_py(tmp_path):
-    import speed_pages
+    from speed_sections import discover_pages
 
     (tmp_path / "pages").mkdir()
     for name in ("a.py", "b.py", "helpers.py"):
-        (tmp_path / "pages" / name).write_text("import streamlit as st\nst.title('x')\n")
+        (tmp_path / "pages" / name).write_text(f"import streamlit as st\nst.title('{name}')\n")
     app = tmp_path / "app.py"
     app.write_text("import streamlit as st\nst.write('home')\n")
-    assert speed_pages.discover_pages(app) == []  # no st.Page: nothing is guessed from the folder
-    app.write_text("import streamlit as st\nfrom streamlit import Page\n\ndef home():\n    st.page_link('pages/helpers.py')\n\n"
+    assert discover_pages(app) == []  # no st.Page: nothing is guessed from the folder
+    app.write_text("import streamlit as st\nfrom streamlit import Page\n\ndef home():\n    st.title('Home page')\n\n"
                    "b = Page('pages/b.py', title='B')\n"
                    "st.navigation([st.Page(home, default=True), st.Page('pages/a.py'), b,\n"
                    "               st.Page('pages/missing.py')]).run()\n")
-    assert speed_pages.discover_pages(app) == ["pages/b.py", "pages/a.py", "pages/missing.py"]
-    assert speed_pages.discover_pages(tmp_path / "elsewhere" / "app.py") == []
+    assert discover_pages(app) == ["pages/b.py", "pages/a.py", "pages/missing.py"]
+    pages = common.app_pages(app)
+    assert [(p["title"], p["heading"], p["default"]) for p in pages] == [
+        ("B", "b.py", False), ("home", "Home page", True), ("a", "a.py", False), ("missing", None, False)]
+    assert discover_pages(tmp_path / "elsewhere" / "app.py") == []
 
 
 def test_page_discovery_on_the_real_dashboard():
     import re
 
-    import speed_pages
+    from speed_sections import discover_pages
 
     app = PROJECT_ROOT / "app.py"
     named = re.findall(r"""st\.Page\(\s*["']([^"']+\.py)["']""", app.read_text())
-    assert named and speed_pages.discover_pages(app) == named
+    assert named and discover_pages(app) == named
     assert all((PROJECT_ROOT / page).is_file() for page in named)
+    titles = re.findall(r"""st\.Page\([^)]*\btitle=["']([^"']+)["']""", app.read_text())
+    assert sorted(p["title"] for p in common.app_pages(app)) == sorted(titles)
 
 
 def test_speed_entry_script_lists_a_module_for_every_section():
@@ -398,40 +295,9 @@ def test_speed_entry_script_lists_a_module_for_every_section():
 
     import speed
 
-    assert list(speed.SECTIONS) == ["pipeline", "training", "predict", "pages", "memory", "scale"]
-    for module, function, what in [*speed.SECTIONS.values(), *((m, f, "") for m, f in speed.CHILDREN.values())]:
+    assert list(speed.SECTIONS) == ["pipeline", "training", "predict", "pages", "memory"]
+    for module, function, _ in [*speed.SECTIONS.values(), *((m, f, "") for m, f in speed.CHILDREN.values())]:
         assert callable(getattr(importlib.import_module(module), function))
-        assert (BENCHMARKS / f"{module}.py").read_text().count("\n") < 350
-
-
-# ---------------------------------------------------------------- time to quality (pure)
-
-
-def history(*rows):
-    return [{"epoch": i + 1, "wall_s": 10.0 * (i + 1), "accuracy": a, "auc": u} for i, (a, u) in enumerate(rows)]
-
-
-def test_time_to_quality_seed_final_epoch_is_its_worst():
-    from speed_time_to_quality import final_target, time_to_quality
-
-    seed = history((0.80, 0.90), (0.90, 0.95), (0.70, 0.85))  # the last epoch is the worst
-    target = final_target(seed)
-    assert target == {"accuracy": 0.70, "auc": 0.85}
-    assert time_to_quality(seed, target) | {"at": None} == {"reached": True, "epoch": 1, "wall_s": 10.0, "epochs_run": 3,
-                                                            "target": target, "at": None}
-    # Both figures must be reached: epoch 1 has the accuracy but not the AUC, epoch 2 has both.
-    ours = history((0.75, 0.80), (0.71, 0.86), (0.99, 0.99))
-    assert time_to_quality(ours, target)["epoch"] == 2 and time_to_quality(ours, target)["wall_s"] == 20.0
-
-
-def test_time_to_quality_never_reached():
-    from speed_time_to_quality import time_to_quality
-
-    ours = history((0.60, 0.99), (0.99, 0.60), (None, 0.99))
-    result = time_to_quality(ours, {"accuracy": 0.7, "auc": 0.9})
-    assert result["reached"] is False and result["epoch"] is None and result["wall_s"] is None
-    assert result["epochs_run"] == 3
-    assert time_to_quality(ours, None)["reached"] is False  # the seed's final AUC was undefined
 
 
 def test_the_recorded_command_names_folders_relative_to_the_project():
@@ -445,41 +311,40 @@ def test_the_recorded_command_names_folders_relative_to_the_project():
 @pytest.mark.parametrize("tn, fp, fn, tp", [(80, 40, 6, 190), (117, 0, 3, 196), (60, 57, 1, 198)])
 def test_macro_f1_from_the_rates_is_sklearns_on_the_same_confusion_matrix(tn, fp, fn, tp):
     from sklearn.metrics import f1_score
-    from speed_time_to_quality import macro_f1_from_rates
+    from speed_report import macro_f1_from_rates
 
     y_true = np.array([0] * (tn + fp) + [1] * (fn + tp))
     y_pred = np.array([0] * tn + [1] * fp + [0] * fn + [1] * tp)
     n = tn + fp + fn + tp
     derived = macro_f1_from_rates((tn + tp) / n, tp / (tp + fn), tn / (tn + fp))
     assert derived == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert macro_f1_from_rates(0.9, 0.9, 0.9) is None and macro_f1_from_rates(None, 0.9, 0.8) is None
 
 
-def test_macro_f1_from_rates_is_undefined_when_they_cannot_fix_the_class_shares():
-    from speed_time_to_quality import macro_f1_from_rates
+def test_spread_over_repeats():
+    from speed_report import spread_text
 
-    assert macro_f1_from_rates(0.9, 0.9, 0.9) is None  # sensitivity = specificity: any prevalence fits
-    assert macro_f1_from_rates(None, 0.9, 0.8) is None
-
-
-def test_evaluation_time_is_subtracted_from_later_epochs_only():
-    from speed_time_to_quality import exclude_evaluation
-
-    events = [{"epoch": 1, "ended": 110.0, "eval_s": 2.0}, {"epoch": 2, "ended": 125.0, "eval_s": 3.0},
-              {"epoch": 3, "ended": 140.0, "eval_s": 4.0}]
-    assert [r["wall_s"] for r in exclude_evaluation(events, launched=100.0)] == [10.0, 23.0, 35.0]
-
-
-def test_spread_and_moves_beyond_the_range_between_repeats():
-    from speed_report import ratio_verdict, spread_text
-    from speed_time_to_quality import moved_beyond_range, spread
-
-    s = spread([3.0, 1.0, 2.0, None])
+    s = common.spread([3.0, 1.0, 2.0, None])
     assert (s["median"], s["min"], s["max"], s["n"], s["missing"]) == (2.0, 1.0, 3.0, 4, 1)
-    assert spread_text(s, 1, " s") == "2.0 s [1.0, 3.0]; not reached in 1 of 4"
-    assert spread_text(spread([None, None])) == "not reached (2 of 2 repeats)"
-    assert moved_beyond_range(spread([5.0]), spread([2.0, 2.5, 3.0]))  # moved 2.5, range 1
-    assert not moved_beyond_range(spread([2.9]), spread([2.0, 2.5, 3.0]))
-    assert not moved_beyond_range(spread([9.0]), spread([2.0]))  # one repeat: no range to judge by
-    assert ratio_verdict(spread([0.3, 0.25, 0.33])) == "yes"  # the target: at least 3x faster in every repeat
-    assert ratio_verdict(spread([0.3, 0.6, None])) == "varies (1 of 3 repeats)"
-    assert ratio_verdict(spread([0.4, 0.5, 0.45])) == "NO"
+    assert spread_text([3.0, 1.0, 2.0, None], 1, " s") == "2.0 s [1.0, 3.0]"
+    assert spread_text([4.0], 0, " s") == "4 s" and spread_text([None]) == "n/a"
+
+
+def test_the_tree_sampler_sees_a_child_and_its_cpu_time():
+    import subprocess as sp
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\ntime.sleep(30)"
+    parent = sp.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"])
+    try:
+        with common.TreeSampler(parent.pid, interval=0.05) as sampler:
+            import time
+
+            deadline = time.time() + 30
+            while sampler.cpu_s < 0.5 and time.time() < deadline:
+                time.sleep(0.1)
+        assert sampler.cpu_s >= 0.5 and sampler.peak_rss_mib > 2 * sampler.root.memory_info().rss / 2**20 - 1
+    finally:
+        for child in sampler.root.children(recursive=True):
+            child.kill()
+        parent.kill()
+        parent.wait()

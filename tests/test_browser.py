@@ -16,17 +16,16 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 
+import dashboard  # benchmarks/dashboard.py: the one starter of the dashboard and Chromium
 import pytest
+from dashboard import CHROMIUM, IDLE, serve
 
-import common  # benchmarks/common.py: the benchmarks' way to start a dashboard for Chromium, shared
 from cxr_core import jobs, lesson
 from cxr_core.config import PROJECT_ROOT
 from cxr_core.registry import default_settings
 from cxr_core.store import RunState, RunStore
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None,
@@ -41,31 +40,8 @@ def server(tiny_run, tmp_path_factory):
     env = dict(os.environ, CXR_RUNS_DIR=str(store.root), CXR_CACHE_DIR=str(cache))
     env.pop("CXR_DATA_DIR", None)  # the default: the synthetic demo set, generated into the private cache
     env.pop("CXR_TEACHER_KEY", None)  # one person on a laptop: nothing locked
-    with _serve(env, tmp_path_factory.mktemp("browser_log") / "streamlit.log") as url:
+    with serve(env=env, log=tmp_path_factory.mktemp("browser_log") / "streamlit.log") as url:
         yield url
-
-
-@contextmanager
-def _serve(env: dict, log):
-    """`streamlit run app.py` with `env` on a free port; yields its base URL until the block ends."""
-    port = common.free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        common.wait_healthy(url, process, timeout=90, log=log)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -78,21 +54,17 @@ def page(server, browser):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=common.BROWSER_ARGS)
+    with dashboard.browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 def _settle(tab) -> None:
-    """Wait until the script run is over: no 'running' status, spinner or skeleton is left."""
+    """Wait until the script run is over (dashboard.IDLE: no script running, spinner or skeleton, images
+    loaded) and no 'running' status widget is left."""
     tab.wait_for_load_state("networkidle")
-    tab.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " && !document.querySelector('[data-testid=\"stSkeleton\"]')"
-        " && !document.querySelector('[data-testid=\"stSpinner\"]')")
+    tab.wait_for_timeout(300)  # a click's rerun starts after the click returns
+    tab.wait_for_function(IDLE)
+    tab.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
     tab.wait_for_timeout(1500)  # plotly draws after the run ends
 
 
@@ -198,7 +170,7 @@ def classroom(tiny_run, demo_dir, tmp_path_factory):
                CXR_DATA_DIR=str(demo_dir), CXR_TEACHER_KEY=TEACHER_KEY, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("CXR_MAX_QUEUED", None)
     try:
-        with jobs.worker_lock(store), _serve(env, tmp_path_factory.mktemp("classroom_log") / "streamlit.log") as url:
+        with jobs.worker_lock(store), serve(env=env, log=tmp_path_factory.mktemp("classroom_log") / "streamlit.log") as url:
             yield url, store, job
     finally:
         job.kill()

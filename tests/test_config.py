@@ -150,3 +150,14 @@ def test_importing_config_does_not_load_tensorflow(project_root):
     # Pages read model names and descriptions from here; loading TensorFlow there costs seconds.
     code = "import sys, cxr_core.config; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=project_root).returncode == 0
+
+
+def test_pages_name_folders_by_home_project_or_name_never_the_servers_own_path(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from cxr_core.config import PROJECT_ROOT, shown_path
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert shown_path(tmp_path / "home" / "data" / "chest_xray") == "~/data/chest_xray"
+    assert shown_path(PROJECT_ROOT.parent / "shared" / "data" / "chest_xray") == "../shared/data/chest_xray"
+    assert shown_path(Path("/var/tmp/xyz/cache/demo_data")) == "demo_data"

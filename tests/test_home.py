@@ -52,7 +52,8 @@ def test_home_with_no_runs_shows_sample_xrays_and_the_way_to_train(demo_data, tm
     at = open_home()
     captions = [caption for image in at.image for caption in image.captions]
     assert captions == ["NORMAL (SYNTHETIC)"] * 3 + ["PNEUMONIA (SYNTHETIC)"] * 3
-    assert "Best result on the official test split" in prose(at) and "No runs yet" in prose(at)
+    assert "No runs yet" in prose(at)
+    assert "official test split" not in prose(at)  # the demo set's test/ is drawn shapes, not the official split
     assert "Go to Train to start a run" in page_links(at)
     assert "AUC" not in {m.label for m in at.metric}
 
@@ -71,7 +72,44 @@ def test_home_shows_the_best_runs_official_figures(tiny_run, demo_data, monkeypa
     assert "No runs yet" not in text and "Go to Train to start a run" not in page_links(at)
 
 
-def test_best_run_prefers_the_highest_official_auc_and_needs_official_figures(tiny_run, tmp_path):
+def two_runs(store: RunStore, run_id: str, root) -> RunStore:
+    """Two copies of one run: "lucky" has the better test AUC and the worse validation AUC."""
+    for name, val_auc, test_auc in (("lucky", 0.70, 0.99), ("steady", 0.90, 0.80)):
+        shutil.copytree(store.run_path(run_id), root / name)
+        for split, auc in (("val", val_auc), ("test", test_auc)):
+            path = root / name / f"evaluation_{split}.json"
+            path.write_text(json.dumps(dict(json.loads(path.read_text()), auc=auc)))
+    return RunStore(root)
+
+
+def test_best_run_is_chosen_on_validation_not_on_the_test_figures_it_shows(tiny_run, tmp_path):
+    store, run_id = tiny_run
+    runs = two_runs(store, run_id, tmp_path / "two")
+    best = run_tables.best_run(runs.list())
+    assert best["run"] == "steady" and best["validation_auc"] == 0.90 and best["auc"] == 0.80
+    assert "validation" in best["rule"]
+
+
+def test_a_run_that_trained_on_its_validation_split_is_never_chosen_by_it(tiny_run, tmp_path):
+    store, run_id = tiny_run
+    runs = two_runs(store, run_id, tmp_path / "two")
+    settings = runs.run_path("steady") / "settings.json"
+    settings.write_text(json.dumps(dict(json.loads(settings.read_text()), train_on_validation=True)))
+    assert run_tables.best_run(runs.list())["run"] == "lucky"
+
+
+def test_home_and_info_show_the_run_chosen_on_validation(tiny_run, demo_data, tmp_path, monkeypatch, cli):
+    store, run_id = tiny_run
+    runs = two_runs(store, run_id, tmp_path / "two")
+    monkeypatch.setenv("CXR_RUNS_DIR", str(runs.root))
+    at = open_home()
+    assert {m.label: m.value for m in at.metric}["AUC"] == "0.800"
+    assert "steady" in prose(at) and "chosen on validation" in prose(at)
+    done = cli("info", "--data", demo_data, "--runs", runs.root, "--json")
+    assert json.loads(done.stdout)["best_run"]["run"] == "steady", done.stderr
+
+
+def test_best_run_needs_official_figures(tiny_run, tmp_path):
     store, run_id = tiny_run
     run = store.get(run_id)
     assert run_tables.own_test_is_official(run)  # the demo set keeps its test/ folder

@@ -327,13 +327,23 @@ def test_bytes_without_a_name_are_called_upload_not_their_contents(loaded, demo_
 
 
 def split_folder(source: Path, site: Path, sample: Path, n_sample: int) -> None:
-    """Each class of source/test split in two: the first n_sample images to `sample`, the rest to `site`."""
-    for name in CLASSES:
+    """Each class of source/test split in two by patient: the first patients up to n_sample images to
+    `sample`, the other patients to `site` (a child in both would leak its answer)."""
+    from cxr_core.data import parse_name
+
+    for label, name in enumerate(CLASSES):
         files = sorted((source / "test" / name).glob("*.jpeg"))
-        for dest, chosen in ((sample, files[:n_sample]), (site, files[n_sample:])):
+        patients = list(dict.fromkeys(parse_name(path.name, label)[0] for path in files))
+        taken = set()
+        for patient in patients[:-1]:  # the last child always stays with the site
+            if sum(parse_name(f.name, label)[0] in taken | {patient} for f in files) > n_sample:
+                break
+            taken.add(patient)
+        for dest, keep in ((sample, True), (site, False)):
             (dest / name).mkdir(parents=True, exist_ok=True)
-            for path in chosen:
-                shutil.copy(path, dest / name)
+            for path in files:
+                if (parse_name(path.name, label)[0] in taken) == keep:
+                    shutil.copy(path, dest / name)
 
 
 def test_site_calibration_scores_at_the_threshold_that_meets_the_target_on_the_sample(private, tmp_path):
@@ -383,3 +393,34 @@ def test_site_calibration_on_the_scored_images_is_refused(private, tmp_path):
     with pytest.raises(UserError, match="separately"):
         evaluate_run(run_id, "test", store, site, threshold_from=sample, occlusion="lungs")
     assert not any("threshold-from" in s for s in store.get(run_id).evaluation_sources("test"))
+
+
+def test_site_calibration_on_another_image_of_a_scored_child_is_refused(private, tmp_path):
+    store, run_id = private
+    source = write_demo_dataset(tmp_path / "gen", n_normal=24, n_pneumonia=24, seed=12, image_size=64)
+    site, sample = tmp_path / "site", tmp_path / "sample"
+    split_folder(source, site, sample, n_sample=3)
+    # A different film (another child's pixels) under the name of a child the site folder holds.
+    scored_child = sorted((site / "PNEUMONIA").glob("person*.jpeg"))[0].name.split("_")[0]
+    shutil.copy(next((source / "train" / "PNEUMONIA").glob("*.jpeg")),
+                sample / "PNEUMONIA" / f"{scored_child}_bacteria_999.jpeg")
+    with pytest.raises(UserError, match=f"shares 1 patients with the scored images \\(e.g. {scored_child}\\)"):
+        evaluate_run(run_id, "test", store, site, threshold_from=sample)
+    assert not any("threshold-from" in s for s in store.get(run_id).evaluation_sources("test"))
+
+
+def test_site_calibration_applies_to_the_runs_own_folder_too(private, tmp_path):
+    # `--data` naming the run's own folder scores its own test split; --threshold-from must still apply.
+    store, run_id = private
+    own_folder = store.get(run_id).settings["data_dir"]
+    plain = evaluate_run(run_id, "test", store, own_folder)
+    other = write_demo_dataset(tmp_path / "gen", n_normal=12, n_pneumonia=12, seed=21, image_size=64)
+    sample = tmp_path / "sample"
+    for name in CLASSES:  # names no Kaggle pattern reads: each film is its own patient
+        (sample / name).mkdir(parents=True)
+        for i, path in enumerate(sorted((other / "test" / name).glob("*.jpeg"))):
+            shutil.copy(path, sample / name / f"site-{name.lower()}-{i}.jpeg")
+    result = evaluate_run(run_id, "test", store, own_folder, threshold_from=sample)
+    assert result["source"] == "own+threshold-from-sample" and result["threshold_source"] == "labelled folder sample"
+    assert result["n"] == plain["n"] and result["threshold_from"]["n"] == len(list(sample.rglob("*.jpeg")))
+    assert store.get(run_id).evaluation("test")["threshold_source"] == "validation"  # the own one untouched

@@ -78,3 +78,73 @@ def test_step_2_is_one_set_of_numbers_for_the_page_and_the_summary(demo_dir, tin
     assert len(numbers["measured"]["runs"]) == 10  # each repeat under each split: the page's strip chart
     printed = lesson.summary(scan, split, store)["steps"]["2_validation_and_patients"]
     assert printed == {**numbers, "measured": {k: v for k, v in numbers["measured"].items() if k != "runs"}}
+
+
+# ---------------------------------------------------------------- step 5 on a Kaggle-layout folder
+
+
+def test_step_5_compares_validation_with_the_official_test_split_of_a_kaggle_layout_folder(tiny_run):
+    store, run_id = tiny_run
+    run = store.get(run_id)  # the demo set has test/ beside train/, as the Kaggle download does
+    table = lesson.shift_rows(run)
+    assert table["scored on"].tolist() == ["own test split", lesson.VALIDATION_ROW]
+    assert table["n"].tolist() == [run.evaluation("test")["n"], run.evaluation("val")["n"]]
+
+
+# ---------------------------------------------------------------- is the class ready?
+
+
+def _states(rows) -> dict:
+    return {row["step"]: row["state"] for row in rows}
+
+
+def test_lesson_prepare_queues_what_is_missing_and_check_follows_it_to_ready(demo_dir, tmp_path, cli):
+    import json
+
+    from cxr_core import lesson_prep, reads
+
+    runs = tmp_path / "runs"
+    store = RunStore(runs)
+    before = json.loads(cli("lesson", "--check", "--json", "--data", demo_dir, "--runs", runs).stdout)
+    assert _states(before) == {1: "ready", 2: "ready", **{s: "missing" for s in range(3, 10)}, "read": "missing"}
+    assert "python -m cxr_core lesson --prepare" in before[3]["command"]
+    assert "reads new" in before[-1]["command"]
+
+    # Only step 4's run, tiny: seconds on the demo set, not the lineup at real sizes. This process holds
+    # the worker lock meanwhile, so no background worker starts: the run is trained here, below.
+    with jobs.worker_lock(store):
+        done = cli("lesson", "--prepare", "--step", 4, "--epochs", 1, "--image-size", 64, "--data", demo_dir,
+                   "--runs", runs)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("queued 1 training runs and 0 scorings")
+    (run,) = store.list()
+    assert (run.model, run.recipe, run.settings["epochs"], run.settings["image_size"]) == ("regularized_cnn", "improved", 1, 64)
+    assert _states(lesson_prep.check(demo_dir, store))[4] == "training"
+    assert jobs.work(store, echo=lambda line: None) == [run.run_id]
+
+    rows = lesson_prep.check(demo_dir, store)
+    states = _states(rows)
+    assert states[4] == states[5] == states[6] == states[8] == "ready"  # step 5: validation against test/
+    assert states[3] == "missing" and states[7] == "missing" and "--occlude lungs" in rows[6]["command"]
+    queued = lesson_prep.prepare(demo_dir, store, steps=[7], start=False)
+    assert queued["queued"] == [] and len(queued["scorings"]) == 2
+    jobs.work(store, echo=lambda line: None)
+    reads.create_set(demo_dir, store, images=4)
+    assert _states(lesson_prep.check(demo_dir, store))[7] == _states(lesson_prep.check(demo_dir, store))["read"] == "ready"
+
+
+def test_lesson_check_says_how_long_a_training_run_has_left(demo_dir, tmp_path):
+    import os
+    import time
+
+    from cxr_core import lesson_prep
+    from cxr_core.registry import default_settings
+    from cxr_core.store import atomic_write_json
+
+    store = RunStore(tmp_path / "runs")
+    run = store.new_run(default_settings("regularized_cnn").to_dict(), str(demo_dir.resolve()), state="running")
+    store.set_status(run.run_id, pid=os.getpid(), started=time.time() - 60, epoch=2, batch=0, steps_per_epoch=4)
+    atomic_write_json(run.path / "history.json", [{"epoch": 1, "seconds": 30.0}, {"epoch": 2, "seconds": 30.0}])
+    row = lesson_prep.check(demo_dir, store)[3]
+    assert row["step"] == 4 and row["state"] == "training" and row["command"] is None
+    assert "regularized_cnn (improved) epoch 2 of 12" in row["detail"] and "time left 5m 00s" in row["detail"]

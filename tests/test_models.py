@@ -104,7 +104,8 @@ def test_unfreeze_top_trains_the_top_but_keeps_batchnorm_frozen():
             assert not layer.trainable, layer.name
         else:
             assert layer.trainable, layer.name
-    assert not any(layer.trainable for layer in bottom if layer.weights and layer.name.startswith(("Conv1", "block_", "expanded")))
+    early = ("Conv1", "block_", "expanded")
+    assert not any(layer.trainable for layer in bottom if layer.weights and layer.name.startswith(early))
     assert model.get_layer("block_16_project").trainable and not model.get_layer("block_16_project_BN").trainable
     assert len(model.trainable_weights) > frozen_before
     with pytest.raises(ValueError):
@@ -220,6 +221,25 @@ def test_the_study_recipe_builds_the_keras_tutorials_cnns():
     assert conv_widths(ours) == [16, 32, 64, 128, 256] and "RandomFlip" not in kinds(ours)
 
 
+@pytest.mark.parametrize("name", ["baseline_cnn", "regularized_cnn"])
+def test_the_study_cnns_take_rgb_and_train_two_logits_with_sparse_categorical_cross_entropy(name):
+    model = build_model(replace(default_settings(name, "study"), image_size=SIZE))
+    first_conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert first_conv.kernel.shape[2] == 3  # three-channel kernels, as on the loader's RGB
+    logit_layers = [model.get_layer(f"logit_{name}") for name in ("normal", "pneumonia")]
+    assert [layer.units for layer in logit_layers] == [1, 1]  # a Dense 2, column by column
+    images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 1)).astype("float32")
+    logits = keras.ops.concatenate([keras.Model(model.inputs, layer.output)(images, training=False)
+                                    for layer in logit_layers], axis=-1)
+    prob = np.asarray(model(images, training=False)).reshape(-1)
+    assert np.allclose(prob, np.asarray(keras.ops.softmax(logits))[:, 1], atol=1e-6)
+    # The loss the product trains with (binary cross-entropy on P(pneumonia)) is the study's.
+    labels = np.array([0, 1, 1, 0])
+    study_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    ours = keras.losses.BinaryCrossentropy()(labels.astype("float32"), model(images, training=False))
+    assert float(ours) == pytest.approx(float(study_loss), rel=1e-4)
+
+
 def test_a_download_failure_is_told_from_other_errors():
     import urllib.error
 
@@ -227,7 +247,7 @@ def test_a_download_failure_is_told_from_other_errors():
         try:
             raise urllib.error.URLError("no route to host")
         except urllib.error.URLError:
-            raise Exception("URL fetch failure on https://example: None -- no route to host")
+            raise Exception("URL fetch failure on https://example: None -- no route to host")  # noqa: B904
     except Exception as wrapped:  # how keras.utils.get_file reports it
         assert _download_failed(wrapped)
     assert not _download_failed(ValueError("the weights do not fit this model: http is in this text"))

@@ -115,6 +115,12 @@ def no_worker(monkeypatch):
     return started
 
 
+def called(store, run_id, probability: float) -> str:
+    """The class a run calls at its own threshold: what every page must show for that probability."""
+    threshold = json.loads((store.get(run_id).path / "threshold.json").read_text())["threshold"]
+    return "PNEUMONIA" if probability >= threshold else "NORMAL"
+
+
 def xray_bytes(demo_dir, name="PNEUMONIA") -> tuple[str, bytes]:
     path = sorted((demo_dir / "test" / name).glob("*.jpeg"))[0]
     return path.name, path.read_bytes()
@@ -456,7 +462,8 @@ def test_predict_a_batch_with_a_dicom_and_a_bad_file(tiny_store, demo_dir):
     assert_clean(at)
     table = at.dataframe[0].value.set_index("file")
     assert list(table.index) == [name, "scan.dcm", "empty.png"]
-    assert table.loc[name, "label"] in ("NORMAL", "PNEUMONIA") and table.loc[name, "error"] == ""
+    assert table.loc[name, "label"] == called(store, run_id, table.loc[name, "probability"])
+    assert table.loc[name, "error"] == ""
     # The DICOM holds the same pixels as the JPEG, so the model sees the same image.
     assert table.loc["scan.dcm", "probability"] == pytest.approx(table.loc[name, "probability"], abs=0.02)
     assert "empty.png: the file is empty" in table.loc["empty.png", "error"]
@@ -480,7 +487,8 @@ def test_an_image_unlike_the_training_x_rays_gets_a_warning_and_no_label(tiny_st
     table = at.dataframe[0].value.set_index("file")
     assert table.loc["holiday.png", "label"] == "withheld" and not table.loc["holiday.png", "in_distribution"]
     assert "colour image" in table.loc["holiday.png", "warning"]
-    assert table.loc[name, "label"] in ("NORMAL", "PNEUMONIA") and table.loc[name, "in_distribution"]
+    assert table.loc[name, "label"] == called(store, run_id, table.loc[name, "probability"])
+    assert table.loc[name, "in_distribution"]
     label = run_tables.run_label(store.get(run_id))
     assert texts(at, "header")[-1] == "holiday.png"
     assert metrics(at)[label] == "withheld"
@@ -488,13 +496,16 @@ def test_an_image_unlike_the_training_x_rays_gets_a_warning_and_no_label(tiny_st
 
 
 def test_predict_an_image_picked_from_the_data_set(tiny_store, demo_data):
+    store, run_id = tiny_store
     at = open_app(PREDICT)
     widget(at.radio, "Image").set_value("data set").run()
     assert_clean(at)
-    (picker,) = [box for box in at.selectbox if box.label.startswith("An image of the test split")]
+    (picker,) = [box for box in at.selectbox if box.label.startswith("An image of the test/ folder")]
     picked = picker.value
     assert texts(at, "header")[-1] == picked
-    assert list(metrics(at).values())[0] in ("NORMAL", "PNEUMONIA")
+    (path,) = list(demo_data.rglob(picked))
+    expected = inference.predict_image(inference.load_run(run_id, store), path.read_bytes(), name=picked)
+    assert list(metrics(at).values())[0] == expected["label"]
 
 
 def test_a_broken_run_and_a_corrupt_model_leave_the_pages_working(tiny_run, tmp_path, monkeypatch, demo_dir):
@@ -539,7 +550,8 @@ def test_compare_shows_a_runs_evaluation_on_another_folder_and_queues_one(tiny_r
     scored = evaluate_run(run_id, "test", store, other)
     at = open_app(COMPARE)
     chooser = widget(at.selectbox, "Evaluated on")
-    assert chooser.options == ["own test split", "own validation split", f"folder {scored['source']}"]
+    # The demo set keeps its test/ folder: the run's own test split is that folder, not carved from train.
+    assert chooser.options == ["test/ folder (the official split)", "own validation split", f"folder {scored['source']}"]
     chooser.select_index(2).run()
     assert_clean(at)
     assert at.dataframe[0].value.loc[0, "images"] == scored["n"]
@@ -654,7 +666,8 @@ def test_every_lesson_step_with_a_trained_run(lesson_store, no_worker):
     assert metrics(at)["Missed pneumonia (FN)"] == "0" and metrics(at)["False alarms (FP)"] == str(tn + fp)
 
     at = open_lesson(5)
-    assert at.dataframe[0].value["scored on"].tolist() == ["own test split"]
+    # The demo set is laid out like the Kaggle download: its own test/ against the validation split.
+    assert at.dataframe[0].value["scored on"].tolist() == ["own test split", lesson.VALIDATION_ROW]
     assert at.get("expander")  # score on a configured folder
 
     at = open_lesson(6)
@@ -704,3 +717,25 @@ def test_compare_offers_the_report_and_predict_labels_a_synthetic_run(tiny_store
     assert len(at.get("download_button")) == 1
     at = open_app(PREDICT)
     assert any("SYNTHETIC" in text for text in texts(at, "warning"))
+
+
+def all_text(at: AppTest) -> str:
+    """Every element's content on the page, sidebar and tooltips included (their protobufs as text)."""
+    found, nodes = [], [at._tree]
+    while nodes:
+        node = nodes.pop()
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            found.append(str(proto))
+        nodes.extend(getattr(node, "children", {}).values())
+    return "\n".join(found)
+
+
+def test_no_page_shows_the_servers_own_folders(tiny_store, demo_data, private_dirs):
+    store, _ = tiny_store
+    secret = {str(store.root), str(private_dirs["cache"]), str(demo_data), str(PROJECT_ROOT)}
+    for page in (None, DATASET, TRAIN, COMPARE, PREDICT, LESSON):
+        text = all_text(open_app(page))
+        if page is None:  # the walk reaches the sidebar, whose folder label once showed the full path
+            assert f"{demo_data.name} ({demo_data.name})" in text
+        assert not [path for path in secret if path in text], page

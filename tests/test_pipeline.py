@@ -17,7 +17,7 @@ SIZE = 48
 @pytest.fixture
 def files(demo_dir, tmp_path) -> list[str]:
     """A private copy of a few demo images (tests change files; the shared demo set must not)."""
-    sources = sorted((demo_dir / "train" / "NORMAL").glob("*.jpeg"))[:5] + sorted((demo_dir / "train" / "PNEUMONIA").glob("*.jpeg"))[:5]
+    sources = [path for name in ("NORMAL", "PNEUMONIA") for path in sorted((demo_dir / "train" / name).glob("*.jpeg"))[:5]]
     out = []
     for src in sources:
         dest = tmp_path / src.name

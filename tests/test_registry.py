@@ -44,6 +44,7 @@ def test_the_study_recipe_is_the_study_as_it_describes_itself(name):
     assert (settings.threshold_rule, settings.fixed_threshold) == ("fixed", 0.5)
     assert settings.augment == (name != "baseline_cnn") and settings.augmentation == "study"
     assert settings.weights == (Weights.IMAGENET if registry.get(name).pretrained else Weights.NONE)
+    assert settings.train_on_validation  # all of train, as the study; validation only draws curves
 
 
 @pytest.mark.parametrize("name", registry.STUDY_MODELS)

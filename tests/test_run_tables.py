@@ -125,3 +125,56 @@ def test_the_images_behind_an_evaluation_are_found_under_the_folder_it_was_score
     run.settings["data_dir"] = str(tmp_path / "moved")
     with pytest.raises(UserError, match="does not exist"):
         run_tables.image_root(run)
+
+
+def test_held_out_images_are_the_test_folder_or_the_runs_own_test_split(tiny_run, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from cxr_core.data import scan_folder
+    from cxr_core.store import RunStore
+
+    store, run_id = tiny_run
+    run = store.get(run_id)
+    scan = scan_folder(run.settings["data_dir"])
+    rows, what = run_tables.held_out_images([run], scan.manifest)
+    assert what == "the test/ folder"
+    assert set(rows["path"]) == set(scan.manifest.loc[scan.manifest.source_split == "test", "path"].astype(str))
+    # A train-only folder: the run's own recorded test split, not a split drawn again with another seed.
+    no_test = scan.manifest[scan.manifest.source_split == "train"]
+    rows, what = run_tables.held_out_images([run], no_test)
+    split = store.split(run_id)
+    assert what == "the run's own test split"
+    assert sorted(rows["path"]) == sorted(str(run_tables.image_root(run) / p)
+                                          for p in split.loc[split.split == "test", "path"])
+    # Two runs whose test splits differ: only the images both kept apart.
+    other = RunStore(tmp_path / "runs")
+    for name in ("a", "b"):
+        shutil.copytree(run.path, other.root / name)
+    split_b = pd.read_csv(other.root / "b" / "split.csv")
+    dropped = split_b.loc[split_b.split == "test", "path"].iloc[0]
+    split_b.loc[split_b.path == dropped, "split"] = "train"
+    split_b.to_csv(other.root / "b" / "split.csv", index=False)
+    rows, _ = run_tables.held_out_images([other.get("a"), other.get("b")], no_test)
+    assert len(rows) == (split.split == "test").sum() - 1 and str(run_tables.image_root(run) / dropped) not in set(rows.path)
+
+
+def test_the_own_test_split_is_named_for_what_it_is(tiny_run, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from cxr_core.store import RunStore
+
+    store, run_id = tiny_run
+    run = store.get(run_id)
+    assert run_tables.evaluation_label(("test", "own"), [run]) == "test/ folder (the official split)"
+    carved = RunStore(tmp_path / "carved")
+    shutil.copytree(run.path, carved.root / run_id)
+    split = pd.read_csv(carved.root / run_id / "split.csv")
+    split.loc[split["split"] == "test", "source_split"] = "train"
+    split.to_csv(carved.root / run_id / "split.csv", index=False)
+    assert run_tables.evaluation_label(("test", "own"), [carved.get(run_id)]) == "test split carved from train"
+    assert run_tables.evaluation_label(("test", "own"), [run, carved.get(run_id)]) == "test split carved from train"
+    assert run_tables.evaluation_label(("val", "own"), [run]) == "own validation split"

@@ -29,7 +29,7 @@ def sources() -> dict[str, Path | None]:
     offered: dict[str, Path | None] = {}
     for root in roots:
         if root is not None and str(root) not in {str(p) for p in offered.values()}:
-            offered[f"{root.name or root} ({root})"] = root
+            offered[f"{root.name or root} ({config.shown_path(root)})"] = root
     offered[DEMO_LABEL] = None
     return offered
 
@@ -78,9 +78,9 @@ def require() -> tuple:
 
 def caption(scan) -> None:
     if scan.synthetic:
-        st.caption(f"Data: {DEMO_LABEL} at `{scan.root}`. {SYNTHETIC_NOTE}")
+        st.caption(f"Data: {DEMO_LABEL}. {SYNTHETIC_NOTE}")
     else:
-        st.caption(f"Data: `{scan.root}` ({len(scan.manifest):,} images)")
+        st.caption(f"Data: `{config.shown_path(scan.root)}` ({len(scan.manifest):,} images)")
 
 
 def thumbnail(path: str, size: int = 192) -> np.ndarray | None:

@@ -14,7 +14,21 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cxr_core import calibration, data, evaluate, explore, figures, heatmap, images, jobs, lesson, reference, registry, run_tables
+from cxr_core import (
+    calibration,
+    data,
+    evaluate,
+    explore,
+    figures,
+    heatmap,
+    images,
+    jobs,
+    lesson,
+    lesson_prep,
+    reference,
+    registry,
+    run_tables,
+)
 from cxr_core.config import HEADLINE_METRICS, UserError
 from cxr_core.registry import Recipe
 from cxr_core.store import ACTIVE_STATES, RunStore
@@ -103,6 +117,32 @@ def metrics_table(table: pd.DataFrame) -> None:
         c: st.column_config.NumberColumn(format="%.3f") for c in HEADLINE_METRICS})
 
 
+@st.cache_data(ttl=15, max_entries=8, show_spinner=False)
+def _readiness(root: str, data_dir: str) -> list[dict]:
+    return lesson_prep.check(data_dir, RunStore(root))
+
+
+def readiness(ctx: Context) -> None:
+    """For the teacher, on the Lesson's first screen: `lesson --check`, and one button for `lesson --prepare`."""
+    if not teacher.may_act():
+        return
+    rows = _readiness(str(ctx.store.root), str(ctx.scan.root))
+    ready = sum(row["state"] == lesson_prep.READY for row in rows)
+    with st.expander(f"Is the class ready? {ready} of {len(rows)} parts are (for the teacher)", icon=":material/checklist:"):
+        st.dataframe(pd.DataFrame(rows).astype({"step": str}), hide_index=True, column_config={"command": "what fixes it"})
+        st.caption("The same as `python -m cxr_core lesson --check`. Training runs one at a time in the background; "
+                   "the whole lineup takes hours on a laptop: start it the day before.")
+        if ready < len(rows) and st.button("Queue everything missing", icon=":material/playlist_add:", key="lesson_prepare"):
+            try:
+                done = lesson_prep.prepare(ctx.scan.root, ctx.store)
+                st.success(f"Queued {len(done['queued'])} runs and {len(done['scorings'])} scorings.")
+                for note in done["notes"]:
+                    st.info(note)
+                _readiness.clear()
+            except UserError as error:
+                st.error(str(error))
+
+
 def census(ctx: Context) -> None:
     balance = explore.class_balance(ctx.split)
     overall = balance[balance["split"] == "all"].iloc[0]
@@ -150,7 +190,7 @@ def _confusion_row(runs: dict, models, key: str) -> None:
 
 def baseline_vs_regularized(ctx: Context) -> None:
     scratch = registry.from_scratch()
-    st.subheader("The study's recipe, reproduced")
+    st.subheader("The study's recipe, run through this code")
     st.caption(registry.RECIPE_TEXT[Recipe.STUDY])
     study = lesson.study_runs(ctx.store, ctx.scan.root, recipe=Recipe.STUDY)
     missing = [m for m in scratch if m not in study]
@@ -194,6 +234,9 @@ def shift(ctx: Context) -> None:
         return
     table = lesson.shift_rows(run)
     metrics_table(table)
+    if lesson.VALIDATION_ROW in set(table["scored on"]):
+        st.caption("This run's own test split is its folder's official test/ folder, from other days than the "
+                   "training images: its validation split, carved from train, is the side without the shift.")
     st.caption("Each row is scored at the run's threshold from validation, except rows that say \"threshold from "
                "folder\": there the threshold was set on a small labelled sample of that site's own images "
                "(`python -m cxr_core evaluate RUN --data SITE --threshold-from SAMPLE`), as a hospital recalibrates "

@@ -18,6 +18,9 @@
     python -m cxr_core report    RUN RUN... [--split test] [--on SOURCE] --out report.html
                                  (one self-contained HTML file: settings, data, intervals, figures)
     python -m cxr_core lesson    [--data DIR] [--prevalence P] [--runs DIR]   (the Lesson page's numbers, JSON)
+                                 [--check | --prepare [--step N]...]   (is the class ready? queue what is missing)
+    python -m cxr_core reads     [SET [--json] [--csv FILE] | new --images N --seed S | close SET | delete SET]
+                                 (the class's reading sets, what the Read page shows)
     python -m cxr_core runs      [--runs DIR] [--json]
     python -m cxr_core demo-data [--out DIR]
     python -m cxr_core download  [--source kaggle|URL|ZIP] [--out DIR] [--sha256 HEX]
@@ -38,7 +41,7 @@ import argparse
 import sys
 
 from ..config import UserError, set_tensorflow_log_level
-from . import data_commands, model_commands, run_commands, study_commands
+from . import data_commands, model_commands, reading_commands, run_commands, study_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
         return p
 
     # In the order `--help` lists them.
-    for group in (data_commands, run_commands, model_commands, study_commands):
+    for group in (data_commands, run_commands, model_commands, study_commands, reading_commands):
         group.register(add, runs, as_json)
     return root
 

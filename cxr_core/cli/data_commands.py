@@ -8,13 +8,15 @@ from .common import data_arg, store_of
 
 
 def best_run_line(best: dict | None) -> str:
-    """`info`'s line about the best finished run, as the Home page shows it."""
+    """`info`'s line about the run chosen on validation, as the Home page shows it."""
     if best is None:
-        return "best run: none finished and scored on the official test split yet (train one: python -m cxr_core train --model regularized_cnn)"
+        return ("best run: none finished with a validation AUC and scored on the official test split yet "
+                "(train one: python -m cxr_core train --model regularized_cnn)")
     figures = ", ".join(f"{m} {best[m]:.3f}" for m in ("accuracy", "sensitivity", "specificity", "auc")
                         if best.get(m) is not None)
-    return (f"best run: {best['run']} ({best['model']}) on the official test split ({best['where']}, {best['n']} images): "
-            + figures + ("  (SYNTHETIC demo data)" if best["synthetic"] else ""))
+    split = "the demo set's test split" if best["synthetic"] else "the official test split"
+    return (f"best run: {best['run']} ({best['model']}), {best['rule']}; on {split} ({best['where']}, "
+            f"{best['n']} images): " + figures + ("  (SYNTHETIC demo data)" if best["synthetic"] else ""))
 
 
 def cmd_info(args) -> int:
@@ -73,7 +75,8 @@ def cmd_explore(args) -> int:
     print("\nimages per patient:")
     print(explore.images_per_patient(split).to_string(index=False))
     print("\npatients in two splits, by patient (ours): " + ", ".join(f"{k} {v}" for k, v in report["patient_overlap"].items()))
-    print("patients in two splits, if split by image at random: " + ", ".join(f"{k} {v}" for k, v in report["naive_split_leakage"].items()))
+    leaks = ", ".join(f"{k} {v}" for k, v in report["naive_split_leakage"].items())
+    print("patients in two splits, if split by image at random: " + leaks)
     if not sizes.empty:
         print(f"\nimage sizes (sample of {len(sizes)}):")
         print(sizes.describe().round(2).to_string())
@@ -111,7 +114,8 @@ def register(add, runs, as_json) -> None:
     p = add("demo-data", cmd_demo_data, "write the synthetic demo data set")
     p.add_argument("--out", help="write a fresh demo set into this folder (default: the cache's, once)")
 
-    p = add("download", cmd_download, "fetch the Kermany data set (CC BY 4.0) in Kaggle layout; prints the CXR_DATA_DIR line last")
+    p = add("download", cmd_download,
+            "fetch the Kermany data set (CC BY 4.0) in Kaggle layout; prints the CXR_DATA_DIR line last")
     p.add_argument("--source", default="kaggle", help="kaggle (default, with kagglehub), an http(s) URL of a zip, or a local zip")
     p.add_argument("--out", help="folder to create (default: ~/data/chest_xray)")
     p.add_argument("--sha256", help="expected SHA-256 of the zip at --source URL")

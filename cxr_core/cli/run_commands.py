@@ -83,7 +83,7 @@ def cmd_evaluate(args) -> int:
 
     from ..run_tables import evaluation_label
 
-    where = evaluation_label((result["split"], result.get("source", OWN)))
+    where = evaluation_label((result["split"], result.get("source", OWN)), [store_of(args).get(args.run)])
     print(f"run {result['run']} on the {where} ({result['n']} images), threshold {result['threshold']:.3f} "
           f"from {result.get('threshold_source', 'validation')}"
           + synthetic_note(store_of(args), result["run"]))

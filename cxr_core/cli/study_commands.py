@@ -20,7 +20,8 @@ def cmd_compare(args) -> int:
         evaluation = run.evaluation(args.split, args.on)
         if evaluation is None:
             how = "" if args.on == OWN else " --data FOLDER"
-            raise UserError(f"run {run.run_id} has no {args.split} evaluation on {args.on}; run `python -m cxr_core evaluate {run.run_id} --split {args.split}{how}`")
+            raise UserError(f"run {run.run_id} has no {args.split} evaluation on {args.on}; "
+                            f"run `python -m cxr_core evaluate {run.run_id} --split {args.split}{how}`")
         evaluations[run.run_id] = evaluation
     table = run_tables.metrics_table(evaluations)
     synthetic = [run.run_id for run in runs if run.status.get("synthetic")]
@@ -79,10 +80,42 @@ def cmd_calibration(args) -> int:
     return 0
 
 
+def _lesson_check(args) -> int:
+    from .. import lesson_prep
+
+    rows = lesson_prep.check(data_arg(args.data), store_of(args), f" --data {args.data}" if args.data else "")
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        line = f"step {row['step']:<4} {row['state']:<8} {row['title']}: {row['detail']}"
+        print(line + (f"\n              fix: {row['command']}" if row["command"] else ""))
+    return 0
+
+
+def _lesson_prepare(args) -> int:
+    from .. import lesson_prep
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("image_size", args.image_size)) if v}
+    done = lesson_prep.prepare(data_arg(args.data), store_of(args), steps=args.step, overrides=overrides,
+                               weights=args.weights)
+    print(f"queued {len(done['queued'])} training runs and {len(done['scorings'])} scorings on the background worker"
+          + (": " + ", ".join(done["queued"] + done["scorings"]) if done["queued"] or done["scorings"] else
+             " (nothing was missing)"))
+    for note in done["notes"]:
+        print(f"note: {note}")
+    print("follow them with `python -m cxr_core lesson --check` (or `python -m cxr_core runs`)")
+    return 0
+
+
 def cmd_lesson(args) -> int:
     from .. import data
     from ..lesson import summary
 
+    if args.check:
+        return _lesson_check(args)
+    if args.prepare:
+        return _lesson_prepare(args)
     scan = data.scan_folder(data_arg(args.data))
     result = summary(scan, data.assign_splits(scan.manifest), store_of(args), prevalence=args.prevalence)
     print(json.dumps(result, indent=2, default=str))
@@ -113,9 +146,21 @@ def register(add, runs, as_json) -> None:
     p.add_argument("--split", default="test", choices=("val", "test"), help="which split's predictions")
     p.add_argument("--data", help="score this labelled folder first (as evaluate --data) and report on it")
 
-    p = add("lesson", cmd_lesson, "the Lesson page's numbers for a data set and its runs, as JSON", runs)
+    p = add("lesson", cmd_lesson, "the Lesson page's numbers as JSON; --check: is the class ready; --prepare: queue "
+            "what is missing", runs, as_json)
     p.add_argument("--data", help="Kaggle-layout folder (default: $CXR_DATA_DIR, else the synthetic demo set)")
     p.add_argument("--prevalence", type=float, default=0.05, help="for PPV and NPV (default 0.05)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--check", action="store_true",
+                      help="each step as ready, training (with time left) or missing (with the command that fixes it)")
+    what.add_argument("--prepare", action="store_true",
+                      help="queue every run and scoring the Lesson needs that is missing, on the background worker")
+    p.add_argument("--step", type=int, action="append", choices=range(1, 10), metavar="N",
+                   help="--prepare: only what step N needs (repeatable; default: every step)")
+    p.add_argument("--weights", help="--prepare: where the transfer models start: imagenet (default; needs a network "
+                                     "once), none, or a local weights file")
+    p.add_argument("--epochs", type=int, help="--prepare: a quick try-out with fewer epochs (the figures need the defaults)")
+    p.add_argument("--image-size", type=int, help="--prepare: a quick try-out at this size in pixels")
 
     p = add("report", cmd_report, "one self-contained HTML report on runs (opens offline)", runs)
     p.add_argument("runs_to_report", nargs="+", metavar="RUN", help="run ids, as `runs` lists them")
