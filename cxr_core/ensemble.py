@@ -12,6 +12,8 @@ The threshold follows the members' rule (the first trained member's settings: it
 target sensitivity) on images no member trained on, which is guaranteed thus:
 - members on one patient split (identical split.csv) share its validation images: the threshold is
   chosen there and the ensemble keeps that split (its test split stays unseen by every member);
+  a member that trained on its validation images too (settings.train_on_validation, the study's
+  recipe) counts them as training images, so its ensemble falls to the next rule;
 - members on different splits of one data folder: only images in every member's validation or test
   split, in no member's training split, choose the threshold (the ensemble's split marks them "val"
   and every other image "train"); refused when they do not hold both classes. Each member's split is
@@ -59,7 +61,13 @@ def _splits(trained: list, store: RunStore) -> list[pd.DataFrame]:
     if len(folders) > 1:
         raise UserError("the trained members learnt from different data folders, so which images each saw cannot "
                         "be matched; combine runs trained on one folder")
-    return [store.split(run.run_id)[["path", "label", "patient_id", "kind", "split"]] for run in trained]
+    tables = []
+    for run in trained:
+        table = store.split(run.run_id)[["path", "label", "patient_id", "kind", "split"]]
+        if run.settings.get("train_on_validation"):  # the study's recipe learns from its validation images too
+            table = table.assign(split=table["split"].replace("val", "train"))
+        tables.append(table)
+    return tables
 
 
 def unseen_split(trained: list, store: RunStore) -> pd.DataFrame:
@@ -67,7 +75,9 @@ def unseen_split(trained: list, store: RunStore) -> pd.DataFrame:
     member's validation or test split and "train" for every image any member trained on."""
     tables = _splits(trained, store)
     first = tables[0].sort_values("path").reset_index(drop=True)
-    if all(first.equals(t.sort_values("path").reset_index(drop=True)) for t in tables[1:]):
+    shared_val = first[first.split == "val"]
+    if shared_val["label"].nunique() == 2 and all(first.equals(t.sort_values("path").reset_index(drop=True))
+                                                 for t in tables[1:]):
         return tables[0]
     merged = tables[0].drop(columns="split")
     for i, table in enumerate(tables):
@@ -169,8 +179,7 @@ def _own_threshold(model, run, trained: list, store: RunStore, echo) -> dict:
     part = pipeline.with_cache_rows(part, cache)
     prob = {name: predict_rows(model, cache, part[part.split == name]["row"]) for name in ("val", "test")}
     val = part[part.split == "val"]
-    choice = evaluate.threshold_for(TrainSettings.from_dict(run.settings), val["label"].to_numpy(), prob["val"],
-                                    groups=val["patient_id"].to_numpy())
+    choice = evaluate.threshold_for(TrainSettings.from_dict(run.settings), val["label"].to_numpy(), prob["val"])
     atomic_write_json(run.path / "threshold.json", choice)
     echo(f"threshold {choice['threshold']:.3f} on {len(val)} images no member trained on: {choice['rule']}")
     for name in ("val", "test"):

@@ -52,7 +52,7 @@ def test_the_ensembles_probability_is_the_members_mean_and_its_threshold_their_r
     mean = sum(predictions(m, "val", store).set_index("path")["probability"] for m in members) / len(members)
     np.testing.assert_allclose(own["probability"], mean.loc[own.index], rtol=1e-5, atol=1e-6)
     rule = threshold_for(ensemble.rule_settings([store.get(m) for m in members]), own["label"].to_numpy(),
-                         own["probability"].to_numpy(), groups=own["patient_id"].to_numpy())
+                         own["probability"].to_numpy())
     assert store.threshold(run_id) == pytest.approx(rule["threshold"])
 
 
@@ -189,3 +189,19 @@ def test_a_training_ensemble_shows_which_member_trains(trained):
     running = Run(run.run_id, run.path, "running", run.settings, {"member": 2, "started": 0.0})
     progress = training_progress(running, now=60.0)
     assert progress["text"] == "training member 2 of 2" and progress["fraction"] == 0.5
+
+
+def test_validation_images_a_member_trained_on_never_choose_the_threshold(tmp_path):
+    # The study's recipe trains on its validation images too (train_on_validation): they are not unseen.
+    store = RunStore(tmp_path / "runs")
+    split = pd.DataFrame({"path": [f"{c}/{i}.jpeg" for c in ("NORMAL", "PNEUMONIA") for i in range(6)],
+                          "label": [0] * 6 + [1] * 6, "patient_id": [f"p{i}" for i in range(12)], "kind": "x",
+                          "split": ["train", "train", "val", "val", "test", "test"] * 2})
+    members = []
+    for study in (False, True):
+        run = store.new_run({"model": "regularized_cnn", "train_on_validation": study}, str(tmp_path), state="done")
+        split.to_csv(run.path / "split.csv", index=False)
+        members.append(store.get(run.run_id))
+    unseen = ensemble.unseen_split(members, store)
+    assert set(unseen[unseen.split == "val"].path) == set(split[split.split == "test"].path)
+    assert ensemble.unseen_split(members[:1], store).equals(split)  # one plain member: its own validation split
