@@ -119,6 +119,9 @@ class TrainSettings:
     # the best epoch's weights are kept.
     early_stopping_patience: int = 4
     seed: int = 42
+    # Draws the patient-grouped split when set (else `seed` does): an ensemble's members share one
+    # split while their seeds differ (cxr_core.ensemble).
+    split_seed: int | None = None
     # Transfer models only: "imagenet", "none" or a path to a local .h5/.keras weights file.
     weights: str = "none"
     # Fractions of patients carved from train when val/ or test/ is missing or tiny.

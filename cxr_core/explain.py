@@ -37,9 +37,13 @@ def _output_shape(layer):
         return None
 
 
-# A map of 2x2 says "left or right" and little more: where a later map would be smaller than this,
-# the last one at least this large is used (at 64 px: the last convolution before its pooling).
-MIN_MAP_SIDE = 4
+# A map of 4x4 is sixteen blocks over a chest, which a class cannot read as "where the model looked":
+# where a later map would be smaller than this, the last one at least this large is used (at 64 px,
+# regularized_cnn's block 4 before its pooling, 8x8). The model is unchanged, so is its ranking: only
+# the layer the explanation reads from moves, to one with more positions and fewer learned features.
+MIN_MAP_SIDE = 8
+# The layer cxr_core.ensemble averages its members with; an ensemble's map is its members' maps averaged.
+ENSEMBLE_LAYER = "ensemble_mean"
 
 
 def last_conv_layer_name(model) -> str:
@@ -128,9 +132,34 @@ def _cam_function(model, layer_name: str):
         return per_layer[layer_name]
 
 
+def members(model) -> list:
+    """The member models of an ensemble run's model (cxr_core.ensemble), [] for any other model."""
+    names = {layer.name for layer in model.layers}
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)] if ENSEMBLE_LAYER in names else []
+
+
 def gradcam(model, image: np.ndarray, layer_name: str | None = None,
             class_index: int | None = None) -> np.ndarray:
     """Grad-CAM heat map (S, S) float32 in [0, 1] at the image's own size.
+
+    An ensemble's map is the mean of its members' maps (each at the image's size, each in [0, 1]),
+    every member explaining the same class. A model Keras can only call (an imported SavedModel)
+    has no layers to look inside: ValueError saying so.
+    """
+    parts = members(model)
+    if parts and layer_name is None:
+        maps = [single_gradcam(member, image, class_index=class_index) for member in parts]
+        return np.mean(maps, axis=0).astype(np.float32)
+    if any(isinstance(layer, keras.layers.TFSMLayer) for layer in model.layers):
+        from .imported import NO_HEATMAP
+
+        raise ValueError(NO_HEATMAP)
+    return single_gradcam(model, image, layer_name, class_index)
+
+
+def single_gradcam(model, image: np.ndarray, layer_name: str | None = None,
+                   class_index: int | None = None) -> np.ndarray:
+    """Grad-CAM heat map of one (non-ensemble) model, (S, S) float32 in [0, 1] at the image's own size.
 
     image: (S, S), (S, S, C) or (1, S, S, C) in the model's input scale (0..255;
     the models rescale inside). class_index: 1 = evidence for PNEUMONIA,
@@ -203,7 +232,7 @@ def write_heatmap(loaded, source, out, *, label: str, randomized: bool = False, 
     gray = read_image_file(source, target_size=loaded.image_size)
     model = randomized_copy(loaded.model) if randomized else loaded.model
     pixels = preprocess(gray, loaded.image_size)[..., None]
-    heat = gradcam(model, pixels, class_index=CLASSES.index(label))
+    heat = gradcam(model, pixels, class_index=CLASSES.index(label))  # an ensemble's: its members' mean
     rgb = heatmap_image(gray, heat, alpha, size or loaded.image_size)
     Image.fromarray(rgb).save(out, format="PNG")
     return rgb

@@ -26,6 +26,7 @@ from .store import (
     calibrated_source,
     evaluation_files,
     folder_key,
+    model_file,
     occluded_source,
     read_json,
 )
@@ -54,7 +55,7 @@ def load_run(run_id: str, store: RunStore) -> LoadedRun:
 
 def model_key(run_id: str, store: RunStore) -> str:
     """Changes when the run's model file is replaced: a cache key for loaded models."""
-    path = store.run_path(run_id) / "model.keras"
+    path = model_file(store.run_path(run_id)) or store.run_path(run_id) / "model.keras"
     try:
         return f"{run_id}:{path.stat().st_mtime_ns}"
     except OSError:
@@ -72,12 +73,15 @@ def outputs(loaded: LoadedRun, batch: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
     if loaded.forward is None:
         size = loaded.image_size
-        extractor, _ = ood.with_features(loaded.model)
+        # Without a fitted check (imported and ensemble runs) the features are never read, and a
+        # model without a final Dense at its top level (an ensemble) need not have any.
+        extractor = ood.with_features(loaded.model)[0] if loaded.ood is not None else loaded.model
         loaded.forward = tf.function(
             lambda x: extractor(x, training=False),
             input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)],
         )
-    prob, features = loaded.forward(tf.constant(batch, dtype=tf.float32))
+    answer = loaded.forward(tf.constant(batch, dtype=tf.float32))
+    prob, features = answer if loaded.ood is not None else (answer, np.zeros((len(batch), 0)))
     return np.asarray(prob).reshape(-1), np.asarray(features).reshape(len(batch), -1)
 
 
@@ -204,10 +208,7 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
         stored = run.evaluation(split_name, occluded_source(OWN, occlusion))
         if stored is not None and not recompute and threshold_from is None:
             return stored  # a site threshold is a new scoring: never answered by the stored one
-        root = data_mod.resolve_root(run.settings.get("data_dir", ""))
-        recorded = store.split(run_id)
-        part = recorded[recorded.split == split_name].copy()
-        part["path"] = [str(root / p) for p in part["path"]]
+        part, root = _own_split(run, store, split_name)
         source = OWN
     else:
         manifest = data_mod.scan_folder(root, require_train=False).manifest
@@ -234,6 +235,18 @@ def evaluate_run(run_id: str, split_name: str, store: RunStore, data_dir=None, *
                             threshold_source=f"labelled folder {Path(choice['root']).name}",
                             threshold_from={"data_dir": choice["root"], "n": choice["n"], "rule": choice["rule"],
                                             "sensitivity": choice["sensitivity"], "specificity": choice["specificity"]})
+
+
+def _own_split(run, store: RunStore, split_name: str) -> tuple[pd.DataFrame, Path]:
+    """The images of one split of the run's own data (absolute paths) and that folder."""
+    if not run.settings.get("data_dir"):
+        raise UserError(f"run {run.run_id} was imported, so it has no split of its own; pass --data with a "
+                        "labelled folder to score it on (say, the official test split)")
+    root = data_mod.resolve_root(run.settings.get("data_dir", ""))
+    recorded = store.split(run.run_id)
+    part = recorded[recorded.split == split_name].copy()
+    part["path"] = [str(root / p) for p in part["path"]]
+    return part, root
 
 
 def _site_threshold(run, loaded: LoadedRun, folder, split_name: str, scored: pd.DataFrame) -> dict:
@@ -297,7 +310,7 @@ def _own_threshold_source(run_path) -> str:
         rule = (read_json(Path(run_path) / "threshold.json", {}) or {}).get("rule_name")
     except (OSError, ValueError, AttributeError):
         rule = None
-    return "fixed" if rule == "fixed" else "validation"
+    return {"fixed": "fixed", "site": "labelled folder"}.get(rule, "validation")
 
 
 def _is_own_data(run, root: Path) -> bool:

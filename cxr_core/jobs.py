@@ -53,7 +53,12 @@ def check_room(store: RunStore, requests: int = 1) -> None:
 
 
 def run_one(run_id: str, store: RunStore, echo=print) -> str:
-    """Train one run in this process (the caller holds the worker lock); returns its final state."""
+    """Train one run in this process (the caller holds the worker lock); returns its final state.
+    A queued ensemble (cxr_core.ensemble) trains its members one after another, then combines them."""
+    if store.get(run_id).recipe == "ensemble":
+        from .ensemble import run_job as run_ensemble
+
+        return run_ensemble(run_id, store, echo)
     from .train import run_job
 
     return run_job(run_id, store, echo)

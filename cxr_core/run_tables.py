@@ -65,10 +65,14 @@ def training_progress(run, now: float | None = None) -> dict:
     if epoch_seconds and run.state == RunState.RUNNING:
         remaining = max(0.0, (epochs - epoch - within) * float(np.mean(epoch_seconds)))
     batch_text = f", batch {batch} of {steps}" if steps else ""
+    text = (f"epoch {epoch} of {epochs}{batch_text}" if epoch or batch_text
+            else "preparing: decoding and caching the images")
+    if run.settings.get("ensemble_size"):  # `train --ensemble K`: its members' epochs show on their own rows
+        members, member = int(run.settings["ensemble_size"]), int(status.get("member") or 0)
+        fraction, text = min(1.0, max(0, member - 1) / members), f"training member {member} of {members}"
     return {"epoch": epoch, "epochs": epochs, "batch": batch, "steps_per_epoch": steps,
             "fraction": fraction, "elapsed_s": elapsed, "remaining_s": remaining,
-            "text": (f"epoch {epoch} of {epochs}{batch_text}" if epoch or batch_text
-                     else "preparing: decoding and caching the images"),
+            "text": text,
             "elapsed": format_duration(elapsed),
             "remaining": "after epoch 1" if remaining is None else format_duration(remaining)}
 

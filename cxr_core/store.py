@@ -5,7 +5,8 @@
         status.json         queued | running | done | failed | cancelled (+ pid and its start time, epoch, error)
         split.csv           every image's split, label and patient (the split this run used)
         history.json        per-epoch metrics, rewritten after each epoch
-        model.keras         appears only once complete (written to a temp name, then renamed)
+        model.keras         appears only once complete (written to a temp name, then renamed); an imported
+                            SavedModel run keeps model.savedmodel/ instead (cxr_core.imported)
         threshold.json      the decision threshold chosen on validation, and its rule
         ood.npz, ood.json   the out-of-distribution check (cxr_core.ood); absent in older runs
         evaluation_<split>.json, predictions_<split>.csv
@@ -124,7 +125,12 @@ class Run:
 
     @property
     def has_model(self) -> bool:
-        return (self.path / "model.keras").is_file()
+        return model_file(self.path) is not None
+
+    @property
+    def kind(self) -> str:
+        """"trained", "imported" (cxr_core.imported) or "ensemble" (cxr_core.ensemble)."""
+        return self.recipe if self.recipe in ("imported", "ensemble") else "trained"
 
     @property
     def created(self) -> float:
@@ -158,6 +164,14 @@ class Run:
         except (OSError, ValueError):
             return []
         return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+
+
+def model_file(run_path: Path) -> Path | None:
+    """The run's model: model.keras, or the SavedModel folder an imported run keeps (imported.SAVEDMODEL_DIR)."""
+    for name, check in (("model.keras", Path.is_file), ("model.savedmodel", Path.is_dir)):
+        if check(Path(run_path) / name):
+            return Path(run_path) / name
+    return None
 
 
 def occluded_source(source: str, occlusion: str | None) -> str:
@@ -272,7 +286,7 @@ class RunStore:
             state, error = RunState.BROKEN, f"status.json has no known state ({str(state)[:40]!r})"
         elif state == RunState.RUNNING and not pid_alive(status.get("pid"), status.get("pid_start")):
             state, error = RunState.INTERRUPTED, "the training process died (killed or crashed) before finishing"
-        elif state == FINISHED and not (path / "model.keras").is_file():
+        elif state == FINISHED and model_file(path) is None:
             state, error = RunState.BROKEN, "model.keras is missing"
         return Run(path.name, path, state, settings, status, error=error)
 
@@ -300,11 +314,17 @@ class RunStore:
         import keras
 
         run = self.get(run_id)
-        model_path = run.path / "model.keras"
-        if not model_path.is_file():
+        model_path = model_file(run.path)
+        if model_path is None:
             raise UserError(f"run {run_id} has no model ({run.state}); train it to the end first")
         try:
+            if model_path.is_dir():  # an imported SavedModel: callable only, wrapped as it was on import
+                from .imported import callable_model
+
+                return callable_model(model_path, run.settings)
             return keras.saving.load_model(model_path, safe_mode=True, compile=False)
+        except UserError:
+            raise
         except Exception as error:  # Keras raises many types for bad files
             raise UserError(f"run {run_id}: model.keras cannot be loaded safely "
                             f"({type(error).__name__}: {str(error)[:200]})") from None

@@ -71,7 +71,8 @@ def prepare_data(settings: TrainSettings, data_dir, echo=print):
     """Scan, split by patient, decode to the cache; returns (split manifest, cache)."""
     scan = data_mod.scan_folder(data_dir)
     split = data_mod.assign_splits(scan.manifest, val_fraction=settings.val_fraction,
-                                   test_fraction=settings.test_fraction, seed=settings.seed)
+                                   test_fraction=settings.test_fraction,
+                                   seed=settings.seed if settings.split_seed is None else settings.split_seed)
     echo(f"data: {len(split)} images in {scan.root}" + (" (SYNTHETIC demo set)" if scan.synthetic else ""))
     if scan.skipped:
         echo("skipped: " + ", ".join(f"{n} {reason}" for reason, n in scan.skipped.items()))

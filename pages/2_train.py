@@ -4,11 +4,11 @@ from dataclasses import replace
 
 import streamlit as st
 
-from cxr_core import figures, jobs, registry, run_tables
+from cxr_core import ensemble, figures, jobs, registry, run_tables
 from cxr_core.config import HEADLINE_METRICS, UserError
 from cxr_core.registry import RECIPE_TEXT, Recipe, Weights
 from cxr_core.store import ACTIVE_STATES, RunState
-from ui import data_sets, teacher
+from ui import data_sets, model_import, teacher
 from ui import runs as ui_runs
 from ui.navigation import entry_guard
 
@@ -60,6 +60,10 @@ with st.form("recipe"):
     weights = defaults.weights
     if defaults.weights == Weights.IMAGENET:
         weights = ui_runs.weights_choice(f"weights_{model}")
+    members = st.number_input("Ensemble members (1 = a single run)", 1, 5, 1, key=f"members_{model}_{recipe}",
+                              help="Several runs on one patient split with different seeds, trained one after "
+                                   "another as one job; the ensemble's probability is their mean, which varies "
+                                   "less from seed to seed than one run's.")
     may_train = teacher.allowed("train or queue runs")
     launch = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:", disabled=not may_train)
 if launch and may_train:
@@ -67,7 +71,8 @@ if launch and may_train:
                        image_size=image_size, augment=augment, class_weighting=weighting, weights=weights)
     ahead = jobs.ahead_of_a_new_run(store)
     try:
-        run_id = jobs.submit(settings, scan.root, store)
+        run_id = (ensemble.submit(settings, int(members), scan.root, store) if members > 1
+                  else jobs.submit(settings, scan.root, store))
         st.success(f"Run {run_id} queued behind {ahead} other run(s)." if ahead else f"Run {run_id} started.")
     except UserError as error:
         st.error(str(error))
@@ -83,6 +88,7 @@ if lineup_col.button("Train the study's lineup", icon=":material/playlist_play:"
 note_col.caption("Queues every model with the recipe chosen above. The transfer models start from ImageNet "
                  "weights, which must be downloaded once: without a network those runs fail with a message "
                  "that says how to provide the weights file.")
+model_import.import_form(str(store.root))
 
 
 @st.fragment(run_every="2s")

@@ -38,7 +38,7 @@ source = cols[1].radio("Image", ["upload", "data set"], horizontal=True, key="pr
 files: list[tuple[str, bytes]] = []
 if source == "upload":
     uploads = st.file_uploader("X-ray images; several at once for a batch", type=list(images.FILE_SUFFIXES),
-                               accept_multiple_files=True, key="uploads")
+                               accept_multiple_files=True, key="uploads", max_upload_size=200)
     files = inference.unique_names([(upload.name, upload.getvalue()) for upload in uploads or []])
 else:
     scan, _ = data_sets.require()

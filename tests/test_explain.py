@@ -66,16 +66,47 @@ def test_heatmap_has_input_size_and_unit_range(model, shape, dtype):
     assert heatmap.max() == pytest.approx(1.0)  # scaled so the hottest pixel is 1
 
 
-def test_a_map_of_at_least_four_by_four_is_preferred_to_a_smaller_last_one():
+def test_a_map_of_at_least_eight_by_eight_is_preferred_to_a_smaller_last_one():
     from cxr_core.models import build_model
     from cxr_core.registry import default_settings
 
     settings = default_settings("regularized_cnn")
-    for size, expected in ((64, "block5_relu"), (128, "block5_pool")):
+    # At 64 px block 4 before its pooling (block 5 is 2x2, its pooling 1x1); at 128 px block 5 before its pooling.
+    for size, expected in ((64, "block4_relu"), (128, "block5_relu")):
         settings.image_size = size
         model = build_model(settings)
         name = explain.last_conv_layer_name(model)
-        assert name == expected and tuple(model.get_layer(name).output.shape[1:3]) == (4, 4)
+        assert name == expected and tuple(model.get_layer(name).output.shape[1:3]) == (8, 8)
+
+
+@pytest.mark.parametrize("name", ["baseline_cnn", "regularized_cnn"])
+@pytest.mark.parametrize("recipe", ["improved", "study"])
+def test_every_scratch_cnn_gets_a_heat_map_of_eight_by_eight_or_finer_at_64_px(name, recipe):
+    from cxr_core.models import build_model
+    from cxr_core.registry import default_settings
+
+    settings = default_settings(name, recipe)
+    settings.image_size = 64
+    model = build_model(settings)
+    side = model.get_layer(explain.last_conv_layer_name(model)).output.shape[1:3]
+    assert min(side) >= 8
+    heatmap = explain.gradcam(model, noise_image(size=64))
+    assert_valid_heatmap(heatmap, 64)
+
+
+def test_the_heat_map_of_a_trained_run_changes_when_its_weights_are_randomized(tiny_run, demo_dir):
+    # Adebayo et al.'s sanity check on the 8x8 map of a 64 px regularized_cnn run.
+    from cxr_core import images
+    from cxr_core.inference import load_run
+
+    store, run_id = tiny_run
+    loaded = load_run(run_id, store)
+    pixels = images.load_for_model(sorted((demo_dir / "test" / "PNEUMONIA").glob("*"))[0], loaded.image_size)
+    trained = explain.gradcam(loaded.model, pixels, class_index=1)
+    randomized = explain.gradcam(explain.randomized_copy(loaded.model), pixels, class_index=1)
+    assert loaded.image_size == 64 and min(loaded.model.get_layer(explain.last_conv_layer_name(loaded.model))
+                                           .output.shape[1:3]) >= 8
+    assert not np.allclose(trained, randomized, atol=1e-3)
 
 
 def test_finds_last_conv_layer_of_small_cnn(model):
@@ -85,8 +116,9 @@ def test_finds_last_conv_layer_of_small_cnn(model):
 
 
 def test_gradcam_through_flat_mobilenetv2(mobilenet):
-    # At 64 px MobileNetV2's last maps are 2x2: the last 4x4 map (block 13's expansion) is used instead.
-    assert explain.last_conv_layer_name(mobilenet) == "block_13_expand_relu"
+    # At 64 px MobileNetV2's last maps are 2x2: the last 8x8 map is used instead.
+    name = explain.last_conv_layer_name(mobilenet)
+    assert tuple(mobilenet.get_layer(name).output.shape[1:3]) == (8, 8)
     heatmap = explain.gradcam(mobilenet, noise_image(size=64))
     assert_valid_heatmap(heatmap, 64)
     assert heatmap.max() == pytest.approx(1.0)

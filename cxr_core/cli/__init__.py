@@ -4,7 +4,12 @@
     python -m cxr_core train     --data DIR --model NAME [--epochs N] [--image-size PX]
                                  [--weights imagenet|none|PATH] [--seed S] [--runs DIR]
                                  [--zoom-in F] [--patience N] [--label-smoothing F]
-                                 [--threshold-rule sensitivity|youden]
+                                 [--threshold-rule sensitivity|youden] [--ensemble K]
+    python -m cxr_core import-model PATH --name NAME [--image-size PX] [--channels 1|3] [--scale 0-255|0-1]
+                                 [--output sigmoid|logits2|probs2] [--classes NORMAL,PNEUMONIA]
+                                 [--threshold P | --threshold-on DIR]   (a .keras, .h5 or SavedModel as a run)
+    python -m cxr_core ensemble  RUN RUN... [--name NAME] [--threshold P | --threshold-on DIR]
+                                 (a run whose probability is the members' mean)
     python -m cxr_core evaluate  RUN --split test [--data DIR] [--occlude lungs|outside] [--runs DIR] [--json]
     python -m cxr_core predict   RUN FILE... [--runs DIR] [--json]
                                  [--heatmap OUT.png [--randomized] [--heatmap-size PX]]   (one FILE)
@@ -36,7 +41,7 @@ import argparse
 import sys
 
 from ..config import UserError, set_tensorflow_log_level
-from . import data_commands, reading_commands, run_commands, study_commands
+from . import data_commands, model_commands, reading_commands, run_commands, study_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
         return p
 
     # In the order `--help` lists them.
-    for group in (data_commands, run_commands, study_commands, reading_commands):
+    for group in (data_commands, run_commands, model_commands, study_commands, reading_commands):
         group.register(add, runs, as_json)
     return root
 
@@ -71,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
 # Commands that load TensorFlow (evaluate --occlude and predict --heatmap among them); the others stay
 # light and never import it. calibration loads it only to score a folder (--data), and does so itself;
 # the worker imports it quietly only once there is work, so an idle one stays light.
-_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict"}
+_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict", "import-model", "ensemble"}
 
 
 def main(argv=None) -> int:

@@ -43,10 +43,20 @@ def cmd_train(args) -> int:
     from .. import data
 
     data.scan_folder(data_dir)  # a missing folder, no images, one class: fail before creating a run folder
+    if args.ensemble is not None:
+        from ..ensemble import ensemble_settings
+
+        ensemble_settings(settings, args.ensemble)  # a bad --ensemble fails before TensorFlow's import
     with jobs.worker_lock(store):
         import keras  # noqa: F401  TensorFlow's slow import, before the run exists (a Ctrl-C here leaves nothing)
-        run_id = jobs.submit(settings, data_dir, store, start=False)
-        print(f"run {run_id}: {settings.model} ({settings.recipe} recipe), {settings.epochs} epochs at "
+        if args.ensemble is not None:
+            from .. import ensemble
+
+            run_id = ensemble.submit(settings, args.ensemble, data_dir, store, start=False)
+        else:
+            run_id = jobs.submit(settings, data_dir, store, start=False)
+        members = f"an ensemble of {args.ensemble} x " if args.ensemble else ""
+        print(f"run {run_id}: {members}{settings.model} ({settings.recipe} recipe), {settings.epochs} epochs at "
               f"{settings.image_size}px", flush=True)
         state = jobs.run_one(run_id, store, echo=lambda line: print(line, flush=True))
     if jobs.queued(store) or jobs.queued_evaluations(store):
@@ -100,8 +110,11 @@ def cmd_predict(args) -> int:
     if args.heatmap and "error" not in results[0]:
         from ..explain import write_heatmap
 
-        write_heatmap(loaded, args.files[0], args.heatmap, label=results[0]["label"], randomized=args.randomized,
-                      size=args.heatmap_size)
+        try:
+            write_heatmap(loaded, args.files[0], args.heatmap, label=results[0]["label"], randomized=args.randomized,
+                          size=args.heatmap_size)
+        except ValueError as error:  # a model with nothing to look inside (an imported SavedModel) says why
+            raise UserError(f"no heat map: {error}") from None
     for result in results:
         if args.json:
             keys = ("file", "label", "probability", "in_distribution", "warning", "error")
@@ -128,7 +141,8 @@ def cmd_runs(args) -> int:
     for row in rows:
         metrics = f"  test AUC {row['auc']:.3f}  accuracy {row['accuracy']:.3f}" if row["auc"] is not None else ""
         progress = f"  {row['progress']}" if row["progress"] else ""
-        recipe = "  (study recipe)" if row["recipe"] == registry.Recipe.STUDY else ""
+        recipe = {registry.Recipe.STUDY: "  (study recipe)", "imported": "  (imported)",
+                  "ensemble": "  (ensemble)"}.get(row["recipe"], "")
         print(f"{row['run']}  {row['model']:<22} {row['state']:<11}{metrics}{progress}{recipe}"
               f"{'  ' + row['error'] if row['error'] else ''}" + ("  (SYNTHETIC demo data)" if row["synthetic"] else ""))
     return 0
@@ -193,6 +207,9 @@ def register(add, runs, as_json) -> None:
     p.add_argument("--label-smoothing", type=float, help="soften the 0/1 targets by this much (0 = off)")
     p.add_argument("--threshold-rule", choices=THRESHOLD_RULES,
                    help="how the threshold is chosen on validation (default: the model's recipe)")
+    p.add_argument("--ensemble", type=int, metavar="K",
+                   help="train K members on one patient split with seeds S, S+1, ... and store their mean as "
+                        "one run (the run id printed last is the ensemble's)")
 
     p = add("evaluate", cmd_evaluate, "metrics of a run on a split", runs, as_json)
     p.add_argument("run", metavar="RUN", help="a run id, as `runs` lists them")
