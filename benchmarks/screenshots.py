@@ -32,7 +32,7 @@ MAX_BYTES = 250_000
 # name: (path and query, heading that proves the page's own script rendered, images to wait for)
 PAGES = {
     "home": ("", "Chest X-ray pneumonia study", 6),
-    "lesson": ("lesson?step=3", "3. Baseline against regularized", 0),
+    "lesson": ("lesson?step=5", "5. Distribution shift", 0),
     "dataset": ("dataset", "Dataset explorer", 0),
     "train": ("train", "Train", 0),
     "compare": ("compare", "Compare runs", 0),
