@@ -30,7 +30,10 @@ def sources() -> dict[str, Path | None]:
     offered: dict[str, Path | None] = {}
     for root in roots:
         if root is not None and str(root) not in {str(p) for p in offered.values()}:
-            offered[f"{root.name or root} ({config.shown_path(root)})"] = root
+            label = f"{root.name or root} ({config.shown_path(root)})"
+            while label in offered:  # two folders outside home and project may show the same name
+                label += " "
+            offered[label] = root
     offered[DEMO_LABEL] = None
     return offered
 
