@@ -144,6 +144,17 @@ def study_runs(store, data_dir, recipe: str | None = "improved") -> dict:
     return {model: newest[model] for model in registry.names() if model in newest}
 
 
+def picker_runs(store, data_dir) -> dict:
+    """What a step's run picker offers: study_runs (ours), then the newest ensemble and imported run of
+    each name on `data_dir` that has figures on its own test split (the steps read them)."""
+    runs = study_runs(store, data_dir)
+    for run in store.finished():  # newest first
+        if (run.recipe in ("ensemble", "imported") and _same_folder(run.settings.get("data_dir"), data_dir)
+                and run.evaluation("test")):
+            runs.setdefault(run.model, run)
+    return runs
+
+
 def active_runs(store, data_dir) -> dict:
     """{model: a queued or running run on `data_dir`}: what the lesson is already waiting for."""
     return {run.model: run for run in store.list()

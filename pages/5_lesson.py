@@ -57,7 +57,7 @@ info = STEPS[step - 1]
 st.header(f"{step}. {info.title}")
 st.markdown(info.explanation)
 store = ui_runs.store()
-context = lesson_steps.Context(scan, split, store, lesson.study_runs(store, scan.root))
+context = lesson_steps.Context(scan, split, store, lesson.picker_runs(store, scan.root))
 if any(run.status.get("synthetic") for run in context.runs.values()):
     st.caption(f"The runs in this lesson were trained on the {DEMO_LABEL}.")
 if step == 1:

@@ -205,3 +205,22 @@ def test_validation_images_a_member_trained_on_never_choose_the_threshold(tmp_pa
     unseen = ensemble.unseen_split(members, store)
     assert set(unseen[unseen.split == "val"].path) == set(split[split.split == "test"].path)
     assert ensemble.unseen_split(members[:1], store).equals(split)  # one plain member: its own validation split
+
+
+def test_the_lessons_run_pickers_offer_an_ensemble(trained, demo_dir, monkeypatch):
+    from cxr_core import lesson, run_tables
+
+    store, run_id = trained
+    offered = lesson.picker_runs(store, store.get(run_id).settings["data_dir"])
+    assert offered[store.get(run_id).model].run_id == run_id
+    monkeypatch.setenv("CXR_DATA_DIR", str(demo_dir))
+    at = page("pages/5_lesson.py", store.root, monkeypatch)
+    at.query_params["step"] = "4"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    (picker,) = [box for box in at.selectbox if box.label == "Run"]
+    assert run_tables.run_label(store.get(run_id)) in picker.options
+    picker.set_value(store.get(run_id).model).run()
+    assert not at.exception, [e.value for e in at.exception]
+    (picker,) = [box for box in at.selectbox if box.label == "Run"]
+    assert picker.value == store.get(run_id).model and at.get("plotly_chart")  # its curves drawn

@@ -43,7 +43,7 @@ class Context:
     scan: object
     split: pd.DataFrame
     store: RunStore
-    runs: dict  # model -> newest finished run on this data set (lesson.study_runs)
+    runs: dict  # model -> newest finished run on this data set (lesson.picker_runs)
 
 
 @st.cache_data(max_entries=8, show_spinner="Measuring: a nearest-neighbour classifier under both splits...")
