@@ -57,8 +57,8 @@ def shown_path(path) -> str:
     """A folder as pages name it to a class: `~/...` under the server user's home, relative to the project
     (`../shared/data/...`) beside it, else its name alone. A room of students has no business with the
     server's own folders (temporary folders, other users' homes)."""
-    path = Path(path).expanduser().resolve()
-    for base, shown in ((Path.home().resolve(), "~"), (PROJECT_ROOT.parent, "..")):
+    path = Path(os.path.abspath(Path(path).expanduser()))  # links kept: ../shared may link elsewhere
+    for base, shown in ((Path(os.path.abspath(Path.home())), "~"), (PROJECT_ROOT.parent, "..")):
         if path.is_relative_to(base) and base != Path("/"):
             return str(Path(shown) / path.relative_to(base)) if path != base else shown
     return path.name or str(path)
