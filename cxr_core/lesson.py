@@ -178,7 +178,7 @@ def shift_rows(run) -> pd.DataFrame:
     the shift without a second folder."""
     from .run_tables import evaluation_label, own_test_is_official
 
-    rows = [_row(evaluation_label(("test", source)), run.evaluation("test", source))
+    rows = [_row(evaluation_label(("test", source), [run]), run.evaluation("test", source))
             for source in run.evaluation_sources("test") if split_source(source)[1] is None]
     validation = run.evaluation("val") if own_test_is_official(run) else None
     if validation:
@@ -199,7 +199,7 @@ def occlusion_rows(run) -> tuple[pd.DataFrame, list[str]]:
         if evaluation is None:
             missing.append(occlusion)
         else:
-            rows.append(_row(evaluation_label(("test", source)), evaluation))
+            rows.append(_row(evaluation_label(("test", source), [run]), evaluation))
     return pd.DataFrame(rows, columns=["scored on", *_COLUMNS]), [m for m in missing if m]
 
 

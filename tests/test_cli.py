@@ -426,4 +426,4 @@ def test_lesson_prints_every_step_it_can_without_tensorflow(trained, demo_dir, c
     assert "1-nearest-neighbour" in steps["2_validation_and_patients"]["measured"]["method"]
     entry = steps["4_to_7_per_run"]["baseline_cnn"]
     assert entry["run"] == run_id and entry["at_prevalence"]["prevalence"] == 0.1
-    assert entry["shift"][0]["scored on"] == "own test split" and "ece" in entry["calibration"]
+    assert entry["shift"][0]["scored on"] == "test/ folder (the official split)" and "ece" in entry["calibration"]

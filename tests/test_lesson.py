@@ -38,8 +38,9 @@ def test_an_occluded_evaluation_is_stored_apart_and_queued_on_the_worker(tiny_ru
     assert jobs.run_evaluation(queued, private, echo=lambda line: None) == "done"
     table, missing = lesson.occlusion_rows(private.get(run_id))
     assert len(table) == 3 and missing == []
-    assert table["scored on"].tolist() == ["own test split", "own test split, lung fields blacked out",
-                                           "own test split, only the lung fields kept"]
+    official = "test/ folder (the official split)"
+    assert table["scored on"].tolist() == [official, f"{official}, lung fields blacked out",
+                                           f"{official}, only the lung fields kept"]
 
 
 # ---------------------------------------------------------------- lesson numbers
@@ -87,7 +88,7 @@ def test_step_5_compares_validation_with_the_official_test_split_of_a_kaggle_lay
     store, run_id = tiny_run
     run = store.get(run_id)  # the demo set has test/ beside train/, as the Kaggle download does
     table = lesson.shift_rows(run)
-    assert table["scored on"].tolist() == ["own test split", lesson.VALIDATION_ROW]
+    assert table["scored on"].tolist() == ["test/ folder (the official split)", lesson.VALIDATION_ROW]
     assert table["n"].tolist() == [run.evaluation("test")["n"], run.evaluation("val")["n"]]
 
 

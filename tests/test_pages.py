@@ -668,7 +668,7 @@ def test_every_lesson_step_with_a_trained_run(lesson_store, no_worker):
 
     at = open_lesson(5)
     # The demo set is laid out like the Kaggle download: its own test/ against the validation split.
-    assert at.dataframe[0].value["scored on"].tolist() == ["own test split", lesson.VALIDATION_ROW]
+    assert at.dataframe[0].value["scored on"].tolist() == ["test/ folder (the official split)", lesson.VALIDATION_ROW]
     assert at.get("expander")  # score on a configured folder
 
     at = open_lesson(6)
@@ -698,8 +698,8 @@ def test_every_lesson_step_with_a_trained_run(lesson_store, no_worker):
     for request in requests:  # what the worker would do
         jobs.run_evaluation(request, store, echo=lambda line: None)
     at = open_lesson(7)
-    assert at.dataframe[0].value["scored on"].tolist()[1:] == ["own test split, lung fields blacked out",
-                                                                 "own test split, only the lung fields kept"]
+    assert at.dataframe[0].value["scored on"].tolist()[1:] == ["test/ folder (the official split), lung fields blacked out",
+                                                                 "test/ folder (the official split), only the lung fields kept"]
 
     at = open_lesson(8)
     captions = [c for image in at.image for c in image.captions]
