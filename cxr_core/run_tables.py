@@ -133,10 +133,14 @@ def history_frame(runs: dict) -> pd.DataFrame:
 
 
 def evaluation_choices(runs) -> list[tuple[str, str]]:
-    """(split, source) pairs to compare runs on: the own test and validation splits, then every
-    other folder that at least one of `runs` was scored on."""
+    """(split, source) pairs to compare runs on: the own test and validation splits and every other folder
+    that at least one of `runs` was scored on (those first when the own test split was carved from train)."""
     folders = sorted({source for run in runs for source in run.evaluation_sources("test") if source != OWN})
-    return [("test", OWN), ("val", OWN)] + [("test", folder) for folder in folders]
+    own = [("test", OWN), ("val", OWN)]
+    scored = [("test", folder) for folder in folders]
+    # A test split carved from train flatters every run: another labelled folder comes first when there is one.
+    carved = runs and not all(own_test_is_official(run) for run in runs)
+    return scored + own if carved and scored else own + scored
 
 
 OCCLUSION_LABELS = {"lungs": "lung fields blacked out", "outside": "only the lung fields kept"}

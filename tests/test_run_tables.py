@@ -178,3 +178,24 @@ def test_the_own_test_split_is_named_for_what_it_is(tiny_run, tmp_path):
     assert run_tables.evaluation_label(("test", "own"), [carved.get(run_id)]) == "test split carved from train"
     assert run_tables.evaluation_label(("test", "own"), [run, carved.get(run_id)]) == "test split carved from train"
     assert run_tables.evaluation_label(("val", "own"), [run]) == "own validation split"
+
+
+def test_a_scored_folder_comes_before_a_carved_test_split(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from cxr_core.store import RunStore
+
+    store, run_id = tiny_run
+    carved = RunStore(tmp_path / "carved")
+    shutil.copytree(store.run_path(run_id), carved.root / run_id)
+    split = pd.read_csv(carved.root / run_id / "split.csv")
+    split.loc[split["split"] == "test", "source_split"] = "train"
+    split.to_csv(carved.root / run_id / "split.csv", index=False)
+    assert run_tables.evaluation_choices([carved.get(run_id)])[0] == ("test", "own")  # nothing else scored yet
+    evaluation = json.loads((carved.run_path(run_id) / "evaluation_test.json").read_text())
+    (carved.run_path(run_id) / "evaluation_test@site.json").write_text(json.dumps(evaluation))
+    assert run_tables.evaluation_choices([carved.get(run_id)])[0] == ("test", "site")
+    assert run_tables.evaluation_choices([store.get(run_id)])[0] == ("test", "own")  # its test/ is the official one
