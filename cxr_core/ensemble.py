@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import data as data_mod
 from .config import TrainSettings, UserError
-from .store import RunState, RunStore, atomic_write_csv, atomic_write_json, model_file
+from .store import RunState, RunStore, atomic_save_model, atomic_write_csv, atomic_write_json, model_file
 
 RECIPE = "ensemble"
 
@@ -201,12 +201,7 @@ def assemble(run_id: str, store: RunStore, *, threshold: float | None = None, th
     else:
         _own_threshold(model, run, trained, store, echo)
     store.set_status(run_id, synthetic=any(member.status.get("synthetic") for member in runs))
-    tmp = run.path / f".model-{os.getpid()}.keras"
-    try:
-        model.save(tmp)
-        os.replace(tmp, run.path / "model.keras")
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_save_model(model, run.path / "model.keras")
     store.set_status(run_id, state=RunState.DONE, finished=time.time())
 
 

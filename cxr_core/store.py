@@ -92,6 +92,18 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, allow_nan=False, default=str).encode())
 
 
+def atomic_save_model(model, path: Path) -> None:
+    """`model.save` to a temp name beside `path`, then renamed: a visible model file is always whole
+    (a run's model.keras appearing means the run is complete)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}-{os.getpid()}{path.suffix}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_bytes(path, frame.to_csv(index=False).encode())
 

@@ -25,7 +25,7 @@ from . import evaluate, pipeline, registry
 from .cancellation import Cancellation, Cancelled, on_signals
 from .config import TrainSettings, UserError
 from .inference import predict_rows, write_evaluation
-from .store import RunState, RunStore, atomic_write_csv, atomic_write_json
+from .store import RunState, RunStore, atomic_save_model, atomic_write_csv, atomic_write_json
 
 
 def _progress_callback(job: _Job, steps_per_epoch: int, phase_offset: int):
@@ -229,13 +229,7 @@ def _choose_threshold_and_evaluate(job: _Job, model) -> None:
 
 
 def _save_model(job: _Job, model) -> None:
-    # Written last: a visible model.keras means the run is complete.
-    tmp = job.path / f".model-{os.getpid()}.keras"
-    try:
-        model.save(tmp)
-        os.replace(tmp, job.path / "model.keras")
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_save_model(model, job.path / "model.keras")  # written last: a visible model means a finished run
 
 
 def fit(run_id: str, store: RunStore, echo=print, callbacks=(), cancel: Cancellation | None = None) -> None:
