@@ -15,6 +15,7 @@ import os
 import dashboard  # benchmarks/dashboard.py: the one starter of the dashboard and Chromium
 import pytest
 from dashboard import CHROMIUM, serve
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from cxr_core import reads
 from cxr_core.config import CLASSES
@@ -54,17 +55,33 @@ def read_set(tab, url: str, reading_set: dict, name: str, calls: list[str], rais
     return tab.locator("[data-testid='stMain']").inner_text()
 
 
+def raise_to(tab, value: str, attempts: int = 10) -> None:
+    """Move the confidence slider up one step at a time until it shows `value`. Each change reruns the
+    page, which re-renders the slider: a key pressed during that rerun can be lost, so each step is
+    pressed, then waited for, and pressed again if it did not take."""
+    selector = f"input[type='range'][aria-label^='{CONFIDENCE}']"
+    current = f"() => document.querySelector(\"{selector}\").value"
+    for _ in range(attempts):
+        if tab.evaluate(current) == value:
+            settle(tab)
+            return
+        before = tab.evaluate(current)
+        slider = tab.locator(selector)
+        slider.focus()
+        slider.press("ArrowRight")
+        try:
+            tab.wait_for_function(f"() => ({current})() !== '{before}'", timeout=10_000)
+        except PlaywrightTimeout:  # the press was lost in a rerun: press again
+            pass
+        settle(tab)
+    raise AssertionError(f"the confidence slider did not reach {value}: {tab.evaluate(current)}")
+
+
 def answer_all(tab, calls: list[str], raise_confidence=frozenset()) -> None:
     for i, call in enumerate(calls):
         tab.get_by_text(f"Image {i + 1} of {len(calls)}").wait_for()
         if i in raise_confidence:
-            slider = tab.locator(f"input[type='range'][aria-label^='{CONFIDENCE}']")
-            slider.focus()
-            slider.press("ArrowRight")
-            slider.press("ArrowRight")
-            tab.wait_for_function(f"() => document.querySelector(\"input[type='range'][aria-label^='{CONFIDENCE}']\")"
-                                  ".value === '5'")
-            settle(tab)
+            raise_to(tab, "5")
         tab.get_by_role("button", name=call, exact=True).click()
     tab.get_by_role("heading", name="Your reading").wait_for()
     settle(tab)
