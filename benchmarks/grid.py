@@ -45,6 +45,8 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "previous_defaults": ("192 px with zoom-in up to 10% (the defaults two changes ago)",
                           ["--image-size", "192", "--zoom-in", "0.1"]),
     "random_init": ("transfer models without their ImageNet weights (offline)", ["--weights", "none"]),
+    "ensemble_3": ("three of the defaults' runs on one patient split, seeds S to S+2, probabilities averaged "
+                   "(`--ensemble 3`)", ["--ensemble", "3"]),
 }
 # Threshold rules compared on the same trained runs: each sees only a run's validation predictions.
 RULES: dict[str, dict] = {
@@ -85,7 +87,9 @@ def rule_rows(run_dir: Path, source: str) -> list[dict]:
     from cxr_core.evaluate import threshold_for
     from cxr_core.store import evaluation_files
 
-    settings = TrainSettings.from_dict(json.loads((run_dir / "settings.json").read_text()))
+    stored = json.loads((run_dir / "settings.json").read_text())
+    # An ensemble keeps its members' recipe under member_settings and its own threshold rule on top.
+    settings = TrainSettings.from_dict({**stored.get("member_settings", {}), **stored})
     val = pd.read_csv(evaluation_files(run_dir, "val")[1])
     test = pd.read_csv(evaluation_files(run_dir, "test", source)[1])
     rows = []
@@ -109,12 +113,15 @@ def run_cell(model: str, recipe: str, seed: int, args, provenance: dict) -> dict
     own = json.loads(cli(args, "evaluate", run_id, "--split", "test", "--json")[-1])
     status = json.loads((run_dir / "status.json").read_text())
     settings = json.loads((run_dir / "settings.json").read_text())
-    history = json.loads((run_dir / "history.json").read_text())
+    history_file = run_dir / "history.json"  # an ensemble has none: its members each have their own
+    history = json.loads(history_file.read_text()) if history_file.is_file() else None
     print("  test: " + ", ".join(f"{m} {common.fmt(test.get(m))}" for m in METRICS), flush=True)
     return {"model": model, "recipe": recipe, "what": RECIPES[recipe][0], "flags": flags, "seed": seed, "run": run_id,
             **provenance, "image_size": settings.get("image_size"), "weights": settings.get("weights"),
-            "epochs_configured": settings.get("epochs"), "epochs_run": len(history),
-            "train_seconds": status.get("duration"), "test": scores(test, run_dir), "own": scores(own, run_dir),
+            "epochs_configured": settings.get("epochs", (settings.get("member_settings") or {}).get("epochs")),
+            "epochs_run": None if history is None else len(history), "members": settings.get("members"),
+            "train_seconds": status.get("duration") or status["finished"] - status["created"],
+            "test": scores(test, run_dir), "own": scores(own, run_dir),
             "rules": rule_rows(run_dir, test.get("source"))}
 
 

@@ -14,7 +14,11 @@ from cxr_core.config import METRIC_LABELS, METRICS
 
 LABELS = [METRIC_LABELS[m] for m in METRICS]
 RANGE_HEADER = "seed range, lowest-highest (" + " / ".join(LABELS) + ")"
-README_RECIPES = {"defaults": "ours: regularized_cnn, our recipe", "study": "regularized_cnn, the study's recipe"}
+# (model, recipe) -> its label in the README's table: ours, then the study's recipe for both of its CNNs.
+README_CELLS = {(registry.DEFAULT_MODEL, "defaults"): f"ours: {registry.DEFAULT_MODEL}, our recipe",
+                (registry.DEFAULT_MODEL, "study"): f"{registry.DEFAULT_MODEL}, the study's recipe",
+                (registry.REFERENCE_MODEL, "study"): f"{registry.REFERENCE_MODEL}, the study's recipe"}
+QUALITY_RECIPES = ("defaults", "study", "ensemble_3")
 LEGEND = ("Brackets are 95% bootstrap intervals over patients (one run's, or the pooled interval of the seeds' "
           "mean, seeds held fixed, where every seed's predictions were stored); the seed range is the lowest and "
           "highest seed, not an interval. Each run's threshold comes from its recipe's rule: chosen on its "
@@ -115,7 +119,7 @@ def published_table() -> str:
 
 def render_quality(result: dict) -> str:
     """docs/results.md: each model with its shipped defaults and the study's recipe, on both test splits."""
-    groups = cells(result["runs"], lambda r: r["recipe"] in ("defaults", "study"))
+    groups = cells(result["runs"], lambda r: r["recipe"] in QUALITY_RECIPES)
     if not groups:
         return "No model has been run yet: `python benchmarks/grid.py --models MODEL --keep --update-docs`."
     rows = [r for rs in groups.values() for r in rs]
@@ -172,14 +176,14 @@ def render_readme(result: dict, withheld: dict) -> str:
     """README: the withheld half (scored independently) first, the dev half beside it, then the published figures."""
     table = []
     for source, where in ((withheld, "withheld"), (result, "dev")):
-        groups = cells(source["runs"], lambda r: r["model"] == registry.DEFAULT_MODEL and r["recipe"] in README_RECIPES)
-        for (model, recipe), rs in groups.items():
-            label = README_RECIPES[recipe] + (" (withheld half, scored independently)" if where == "withheld" else "")
+        groups = cells(source["runs"], lambda r: (r["model"], r["recipe"]) in README_CELLS)
+        for (model, recipe), rs in sorted(groups.items(), key=lambda cell: list(README_CELLS).index(cell[0])):
+            label = README_CELLS[model, recipe] + (" (withheld half, scored independently)" if where == "withheld" else "")
             table.append([label, split_label(rs, "test"), seeds(rs),
                           *metric_cells(rs, "test", (source.get("pooled") or {}).get(f"{model}/{recipe}"))])
     table += [[f"published: {p['name']}", "whole official test split (624 images)", "-",
                *[common.fmt(p.get(m)) for m in METRICS], "-"] for p in reference.PUBLISHED]
-    rows = [r for r in result["runs"] if r["model"] == registry.DEFAULT_MODEL and r["recipe"] in README_RECIPES]
+    rows = [r for r in result["runs"] if (r["model"], r["recipe"]) in README_CELLS]
     return "\n".join([
         common.markdown_table(["model and recipe", "test images", "seeds", *LABELS, RANGE_HEADER], table), "",
         "The dev half chose the recipe; the withheld half was scored once, independently, and is the honest estimate. "
