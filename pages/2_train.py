@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from cxr_core import ensemble, figures, jobs, registry, run_tables
+from cxr_core import ensemble, jobs, registry, run_tables
 from cxr_core.config import HEADLINE_METRICS, UserError
 from cxr_core.registry import RECIPE_TEXT, Recipe, Weights
 from cxr_core.store import ACTIVE_STATES, RunState
@@ -111,11 +111,11 @@ def live_progress() -> None:
                 st.warning("Stopping: the current batch finishes, then the run is marked cancelled.")
             except UserError as error:  # it ended between the page drawing the button and the click
                 st.info(str(error))
-        history = run_tables.history_frame({run_tables.run_label(run): run})
-        if history.empty:
+        chart = ui_runs.history_chart({run_tables.run_label(run): run})
+        if chart is None:
             st.caption("The curves appear when the first epoch ends.")
         else:
-            st.plotly_chart(figures.history_figure(history), key=f"live_{run.run_id}")
+            st.plotly_chart(chart, key=f"live_{run.run_id}")
     if not running:
         st.caption("No model is training right now.")
     for run in waiting:

@@ -118,11 +118,11 @@ st.markdown("Each curve is every threshold at once; the circle is where the thre
 st.plotly_chart(figures.curves_figure(evaluations, points, figures.run_colors(runs)), key="curves")
 
 st.header("Training curves")
-history = run_tables.history_frame(runs)
-if history.empty:
+chart = ui_runs.history_chart(runs, figures.run_colors(runs))
+if chart is None:
     st.info("These runs recorded no per-epoch history.")
 else:
-    st.plotly_chart(figures.history_figure(history, colors=figures.run_colors(runs)), key="history")
+    st.plotly_chart(chart, key="history")
     st.caption("Solid: training images; dashed: validation images. A widening gap is overfitting.")
 
 if len(points) >= 2:

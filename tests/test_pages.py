@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -321,6 +322,23 @@ def test_live_progress_of_a_running_job_and_the_stop_button(empty_store, demo_da
         if job.poll() is None:
             job.kill()
             job.wait()
+
+
+def test_the_live_curves_are_built_once_per_new_epoch_for_every_session(empty_store, demo_data):
+    from ui import runs as ui_runs
+
+    run = empty_store.new_run(default_settings("regularized_cnn").to_dict(), str(demo_data), state="running")
+    assert ui_runs.history_chart({"a run": empty_store.get(run.run_id)}) is None  # before the first epoch ends
+    history = [{"epoch": e, "loss": 0.7 / e, "val_loss": 0.8 / e, "accuracy": 0.6, "val_accuracy": 0.5} for e in (1, 2)]
+    path = run.path / "history.json"
+    path.write_text(json.dumps(history))
+    first = ui_runs.history_chart({"a run": empty_store.get(run.run_id)})
+    assert ui_runs.history_chart({"a run": empty_store.get(run.run_id)}) is first  # another tab, another tick
+    history.append({"epoch": 3, "loss": 0.2, "val_loss": 0.3, "accuracy": 0.7, "val_accuracy": 0.6})
+    path.write_text(json.dumps(history))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a coarse clock may not tick
+    second = ui_runs.history_chart({"a run": empty_store.get(run.run_id)})
+    assert max(max(trace.x) for trace in first.data) == 2 and max(max(trace.x) for trace in second.data) == 3
 
 
 # ---------------------------------------------------------------- Compare
