@@ -11,7 +11,10 @@ loaded. The benchmark starts its own server on the demo set with a private run s
 tiny run, queues a long one in the dashboard's own worker, measures that run's batches/s alone and then
 while the class works, and stops everything at the end. psutil samples the server's process tree (with
 its predictor, not the worker): its CPU seconds per page view is what a view costs the server, whatever
-the browsers cost the machine. The last line printed is JSON; --out also writes classroom.json.
+the browsers cost the machine. Then the projector's class view of a reading set that holds
+--room-readers submitted readers (random answers): the server's CPU seconds per view of it (--room-views
+browser sessions opening it) and per refresh (one session left open for --room-hold-s seconds, the view
+redrawing itself every 5 s). The last line printed is JSON; --out also writes classroom.json.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from pathlib import Path
 from dashboard import IDLE, async_browser, serve
 
 import common
-from cxr_core import jobs, registry
-from cxr_core.config import demo_data_dir
+from cxr_core import jobs, reads, registry
+from cxr_core.config import CLASSES, demo_data_dir
 from cxr_core.store import ACTIVE_STATES, RunStore
 
 UPLOAD_PAGE, UPLOAD = "Predict", "Predict upload"
@@ -121,6 +124,50 @@ async def classroom(url: str, sessions: int, pages: list[dict], xray: Path | Non
         return await asyncio.wait_for(asyncio.gather(*walks), timeout=timeout_s * (len(pages) + 2) + ramp_s + 60)
 
 
+def reading_set_with_readers(store: RunStore, readers: int) -> str:
+    """A reading set on the demo set with `readers` submitted readers answering at random; its id."""
+    import random
+
+    chosen = random.Random(0)
+    reading_set = reads.create_set(demo_data_dir(), store, seed=7)
+    for i in range(readers):
+        answers = [{"answer": chosen.choice(CLASSES), "confidence": chosen.randint(1, 5)} for _ in reading_set["images"]]
+        reads.submit(reading_set["id"], store, f"benchmark-{i}", f"reader {i}", answers)
+    return reading_set["id"]
+
+
+async def projector(url: str, hold_s: float, timeout_s: float) -> None:
+    """One tab on the class view, left open `hold_s` seconds after it is shown."""
+    async with async_browser() as browser:
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        tab = await context.new_page()
+        await tab.goto(url, timeout=timeout_s * 1000)
+        await tab.get_by_text("Readers").first.wait_for(timeout=timeout_s * 1000)
+        await asyncio.sleep(hold_s)
+        await context.close()
+
+
+def room(url, server_pid: int, store: RunStore, args) -> dict:
+    """The class view of a set with --room-readers readers: server CPU seconds per view and per refresh."""
+    set_id = reading_set_with_readers(store, args.room_readers)
+    link, page = f"{url}/read?view=class&set={set_id}", [{"title": "Read", "heading": "Read"}]
+    # The teacher opens it first: readers who submitted through the server had their figures computed
+    # then; these were written by this process, so the first view computes all of them.
+    with common.TreeSampler(server_pid) as first:
+        asyncio.run(classroom(link, 1, page, None, 0.0, args.timeout_s))
+    with common.TreeSampler(server_pid) as opened:
+        walks = asyncio.run(classroom(link, args.room_views, page, None, args.ramp_s, args.timeout_s))
+    with common.TreeSampler(server_pid) as held:
+        asyncio.run(projector(link, args.room_hold_s, args.timeout_s))
+    refreshes = int(args.room_hold_s // 5)  # the class view's fragment redraws every 5 s
+    views = sum(len(w["steps"]) for w in walks)
+    return {"readers": args.room_readers, "first_view_cpu_s": round(first.cpu_s, 2),
+            "views": views, "errors": sum(1 for w in walks if w["error"]),
+            "cpu_s": round(opened.cpu_s, 2), "cpu_s_per_view": round(opened.cpu_s / views, 3) if views else None,
+            "hold_s": args.room_hold_s, "refreshes": refreshes, "hold_cpu_s": round(held.cpu_s, 2),
+            "cpu_s_per_refresh": round(held.cpu_s / refreshes, 3) if refreshes else None}
+
+
 def summarize(walks: list[dict], cpu_s: float | None, cores: int) -> dict:
     """Latencies per step (the clients') and what a view costs the server, from the walks and its CPU seconds."""
     def pct(values, q):
@@ -162,6 +209,14 @@ def render(result: dict) -> str:
             ["server process tree peak memory (with the predictor process)",
              "n/a" if result.get("peak_rss_mb") is None else f"{result['peak_rss_mb']:.0f} MB", "server"],
             ["background training (nice 10), batches/s", training, "training worker"]]
+    side = result.get("room")
+    if side:
+        rows += [[f"class view of a reading set with {side['readers']} readers: server CPU seconds per view",
+                  f"{seconds(side['cpu_s_per_view'])} ({side['cpu_s']} s for {side['views']} views, "
+                  f"{side['errors']} errors; the teacher's first view, which computes every reader's figures "
+                  f"once, {seconds(side['first_view_cpu_s'])})", "server"],
+                 ["the same, per 5-second refresh of a projector's open tab",
+                  f"{seconds(side['cpu_s_per_refresh'])} ({side['hold_cpu_s']} s over {side['hold_s']:.0f} s)", "server"]]
     return "\n".join([common.provenance(result), "", common.markdown_table(["figure", "measured", "whose"], rows)])
 
 
@@ -205,6 +260,9 @@ def measure(args) -> dict:
                       training_under_load_batches_per_s=load, training_share=round(load / alone, 2) if load and alone else None,
                       peak_rss_mb=round(sampler.peak_rss_mib, 1), server_cpu_s=round(sampler.cpu_s, 1),
                       loadavg_1min_max=round(sampler.load_max, 1))
+        if args.room_readers:
+            print(f"the class view of a set with {args.room_readers} readers", file=sys.stderr, flush=True)
+            result["room"] = room(url, url.pid, store, args)
     return result
 
 
@@ -214,6 +272,10 @@ def main(argv=None) -> int:
     parser.add_argument("--ramp-s", type=float, default=3.0, help="sessions start spread over this many seconds")
     parser.add_argument("--timeout-s", type=float, default=120.0, help="the longest one step may take")
     parser.add_argument("--baseline-s", type=float, default=20.0, help="training measured alone this long first")
+    parser.add_argument("--room-readers", type=int, default=reads.MAX_READERS,
+                        help="readers in the class view's reading set (default %(default)s, the most a set takes; 0: skip)")
+    parser.add_argument("--room-views", type=int, default=5, help="sessions that open the class view")
+    parser.add_argument("--room-hold-s", type=float, default=30.0, help="how long one tab stays on the class view")
     parser.add_argument("--out", type=Path, help="also write classroom.json and classroom.md into this folder")
     parser.add_argument("--render", action="store_true", help="measure nothing: report classroom.json (in --out)")
     common.add_docs_flags(parser)

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import auc, roc_curve
 
 from . import evaluate, reads
 from .config import CLASSES
@@ -48,7 +48,9 @@ def curve_metrics(truth, scores, threshold: float) -> dict:
     if 0 < y.sum() < y.size:
         fpr, tpr, _ = roc_curve(y, scores, drop_intermediate=False)  # keeps the vertex of the call
         result["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
-        result["auc"] = float(roc_auc_score(y, scores))
+        # The area under this very curve: roc_auc_score's figure without checking the inputs a second time
+        # (a class view of 300 readers computes it 300 times).
+        result["auc"] = float(auc(fpr, tpr))
     return result
 
 

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 
 def test_two_students_walk_every_page_while_a_model_trains(project_root, tmp_path):
     done = subprocess.run([sys.executable, "benchmarks/classroom.py", "--sessions", "2", "--baseline-s", "3",
-                           "--ramp-s", "1", "--out", str(tmp_path)], cwd=project_root, capture_output=True, text=True,
+                           "--ramp-s", "1", "--room-readers", "12", "--room-views", "2", "--room-hold-s", "6",
+                           "--out", str(tmp_path)], cwd=project_root, capture_output=True, text=True,
                           timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -39,3 +40,9 @@ def test_two_students_walk_every_page_while_a_model_trains(project_root, tmp_pat
     assert result["peak_rss_mb"] > 0 and result["training_alone_batches_per_s"] > 0
     assert result["training_under_load_batches_per_s"] is not None
     assert "while the class worked vs" in (tmp_path / "classroom.md").read_text()
+    # The class view of a set with 12 readers: opened by 2 sessions, then one tab held through a refresh.
+    side = result["room"]
+    assert (side["readers"], side["views"], side["errors"], side["refreshes"]) == (12, 2, 0, 1)
+    assert side["cpu_s_per_view"] == pytest.approx(side["cpu_s"] / 2, abs=0.01)
+    assert side["cpu_s_per_refresh"] == pytest.approx(side["hold_cpu_s"], abs=0.01)
+    assert "class view of a reading set with 12 readers" in (tmp_path / "classroom.md").read_text()
