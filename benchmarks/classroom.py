@@ -208,7 +208,9 @@ def render(result: dict) -> str:
              common.fmt(result.get("capacity_views_per_s_per_core"), 2), "server"],
             ["server process tree peak memory (with the predictor process)",
              "n/a" if result.get("peak_rss_mb") is None else f"{result['peak_rss_mb']:.0f} MB", "server"],
-            ["background training (nice 10), batches/s", training, "training worker"]]
+            ["background training (nice 10), batches/s", training, "training worker"],
+            ["the machine's highest 1-minute load average during the walk (other work included)",
+             common.fmt(result.get("loadavg_1min_max"), 1), "machine"]]
     side = result.get("room")
     if side:
         rows += [[f"class view of a reading set with {side['readers']} readers: server CPU seconds per view",
