@@ -149,3 +149,19 @@ def test_the_stored_results_render_into_the_project_docs_and_the_headline_is_the
     accuracy = [r["test"]["accuracy"] for r in seeds]
     assert f"| {statistics.fmean(accuracy):.3f} |" in headline and f"{min(accuracy):.3f}-{max(accuracy):.3f}" in headline
     assert "[" not in headline  # no interval was reported for the withheld half: none is shown
+
+
+def test_where_the_study_lands_is_said_from_its_rows():
+    def row(model: str, recipe: str, accuracy: float, specificity: float) -> dict:
+        return {"model": model, "recipe": recipe, "test_data": "../shared/data/chest_xray_test_dev",
+                "test": {"n": 316, "accuracy": accuracy, "specificity": specificity}}
+
+    ours = row("regularized_cnn", "defaults", 0.89, 0.77)
+    runs = [row("baseline_cnn", "study", 0.70, 0.20), row("baseline_cnn", "study", 0.74, 0.30),
+            row("regularized_cnn", "study", 0.80, 0.50), row("regularized_cnn", "study", 0.82, 0.55), ours]
+    text = grid_report.where_the_study_lands({"runs": runs})
+    assert "official test split, dev half (316 images)" in text
+    assert ("`baseline_cnn` over 2 seeds: accuracy 0.720 (seeds 0.700-0.740; the range spans the published 0.72), "
+            "specificity 0.250 (seeds 0.200-0.300; the range spans the published 0.27)") in text
+    assert "`regularized_cnn` over 2 seeds: accuracy 0.810 (seeds 0.800-0.820; the range is below the published 0.86)" in text
+    assert grid_report.where_the_study_lands({"runs": [ours]}) == ""
