@@ -75,8 +75,9 @@ def parser() -> argparse.ArgumentParser:
 
 # Commands that load TensorFlow (evaluate --occlude and predict --heatmap among them); the others stay
 # light and never import it. calibration loads it only to score a folder (--data), and does so itself;
-# the worker imports it quietly only once there is work, so an idle one stays light.
-_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict", "import-model", "ensemble"}
+# the worker imports it quietly only once there is work, so an idle one stays light; train checks its
+# flags and data folder first, then imports it quietly itself (a wrong flag is refused at once).
+_TENSORFLOW_COMMANDS = {"evaluate", "predict", "import-model", "ensemble"}
 
 
 def main(argv=None) -> int:
@@ -87,6 +88,10 @@ def main(argv=None) -> int:
         elif args.command in _TENSORFLOW_COMMANDS:
             from ..quiet import import_tensorflow
 
+            if getattr(args, "run", None) is not None:
+                from .common import store_of
+
+                store_of(args).get(args.run)  # an unknown run is refused before the slow import
             import_tensorflow()  # its C++ start-up lines read like failures to a newcomer
         return args.func(args)
     except UserError as error:

@@ -48,7 +48,9 @@ def cmd_train(args) -> int:
 
         ensemble_settings(settings, args.ensemble)  # a bad --ensemble fails before TensorFlow's import
     with jobs.worker_lock(store):
-        import keras  # noqa: F401  TensorFlow's slow import, before the run exists (a Ctrl-C here leaves nothing)
+        from ..quiet import import_tensorflow
+
+        import_tensorflow()  # slow and quiet, before the run exists (a Ctrl-C here leaves nothing)
         if args.ensemble is not None:
             from .. import ensemble
 
