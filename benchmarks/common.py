@@ -105,7 +105,8 @@ def project_relative(path) -> str:
 
 
 def git_state(root: Path = PROJECT_ROOT) -> dict:
-    """The commit the code was at and whether the tree differed from it (untracked files count)."""
+    """The commit the code was at and whether the tree differed from it (untracked files count; the
+    benchmarks' own stored results do not, so a second benchmark run after a first is still at the commit)."""
     def git(*args) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
@@ -114,7 +115,7 @@ def git_state(root: Path = PROJECT_ROOT) -> dict:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain") if commit else None
+    status = git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results") if commit else None
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
