@@ -348,3 +348,22 @@ def test_the_tree_sampler_sees_a_child_and_its_cpu_time():
             child.kill()
         parent.kill()
         parent.wait()
+
+
+def test_a_server_that_never_answers_is_started_once_more_on_a_new_port_then_refused(tmp_path, monkeypatch):
+    import dashboard
+
+    started = []
+    real_popen = dashboard.subprocess.Popen
+
+    def popen(command, **kwargs):
+        started.append(command[command.index("--server.port") + 1])
+        return real_popen(command, **kwargs)
+
+    monkeypatch.setattr(dashboard.subprocess, "Popen", popen)
+    (tmp_path / "app.py").write_text("import streamlit as st\nst.write('hi')\n")
+    # Under a base path the health check at the root answers 404: a server that never says it is ready.
+    with pytest.raises(dashboard.NotAnswering, match="did not answer"):
+        with dashboard.serve(app=tmp_path / "app.py", options=("--server.baseUrlPath", "elsewhere"), timeout=8):
+            pass
+    assert len(started) == 2 and started[0] != started[1]
