@@ -38,12 +38,13 @@ IDLE = ("() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('
         " && [...document.querySelectorAll('[data-testid=\"stMain\"] img')].every(i => i.complete)")
 
 
+# The server is on loopback: no proxy, whatever the environment says. urlopen's shared opener keeps the
+# proxies of the moment it was first used, which a test that simulates being offline may have set.
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class Url(str):
     pid: int  # the server's process id
-
-
-class NotAnswering(RuntimeError):
-    """The server started but its health check did not answer in time."""
 
 
 def _wait_healthy(url: str, server: subprocess.Popen, log, timeout: float) -> None:
@@ -57,14 +58,14 @@ def _wait_healthy(url: str, server: subprocess.Popen, log, timeout: float) -> No
         if server.poll() is not None:
             raise RuntimeError(f"streamlit exited with {server.returncode}:\n{tail()}")
         try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            with LOOPBACK.open(f"{url}/_stcore/health", timeout=2) as response:
                 if response.status == 200:
                     return
                 last = f"HTTP {response.status}"
         except OSError as error:
             last = f"{type(error).__name__}: {error}"
             time.sleep(0.5)
-    raise NotAnswering(f"streamlit did not answer within {timeout:.0f}s (last: {last}):\n{tail()}")
+    raise RuntimeError(f"streamlit did not answer within {timeout:.0f}s (last: {last}):\n{tail()}")
 
 
 def _stop(server: subprocess.Popen) -> None:
@@ -78,47 +79,28 @@ def _stop(server: subprocess.Popen) -> None:
             server.wait(timeout=15)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:  # the kernel's pick, released for streamlit to take
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve(env: dict | None = None, port: int | None = None, app: Path | None = None, log: Path | None = None,
           options: tuple = (), timeout: float = 120.0):
-    """`streamlit run app.py` until the block ends; yields its Url (see the module's docstring).
-
-    A server on a port of our choosing that started but never answered its health check (seen once in CI,
-    with a second server and Chromium starting beside it) is stopped and started once more on a new port."""
+    """`streamlit run app.py` until the block ends; yields its Url (see the module's docstring)."""
     app = Path(app or PROJECT_ROOT / "app.py").resolve()
-    tries = [port] if port is not None else [_free_port(), None]
+    if port is None:
+        with socket.socket() as sock:  # a free port: the kernel's pick, released for streamlit to take
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none", *options]
     with open(log, "w+b") if log else tempfile.TemporaryFile() as out:
-        for attempt, chosen in enumerate(tries):
-            chosen = chosen or _free_port()
-            command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(chosen),
-                       "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats",
-                       "false", "--server.fileWatcherType", "none", *options]
-            server = subprocess.Popen(command, cwd=app.parent, env=env or dict(os.environ), stdout=out,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                url = Url(f"http://127.0.0.1:{chosen}")
-                url.pid = server.pid
-                _wait_healthy(url, server, out, timeout / len(tries))
-            except NotAnswering:
-                _stop(server)
-                if attempt == len(tries) - 1:
-                    raise
-                print(f"streamlit on port {chosen} did not answer; starting it again", file=sys.stderr)
-                continue
-            except BaseException:
-                _stop(server)
-                raise
-            try:
-                yield url
-            finally:
-                _stop(server)
-            return
+        server = subprocess.Popen(command, cwd=app.parent, env=env or dict(os.environ), stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            url = Url(f"http://127.0.0.1:{port}")
+            url.pid = server.pid
+            _wait_healthy(url, server, out, timeout)
+            yield url
+        finally:
+            _stop(server)
 
 
 def _launch_options() -> dict:

@@ -350,20 +350,37 @@ def test_the_tree_sampler_sees_a_child_and_its_cpu_time():
         parent.wait()
 
 
-def test_a_server_that_never_answers_is_started_once_more_on_a_new_port_then_refused(tmp_path, monkeypatch):
+
+def test_the_servers_health_is_asked_past_any_proxy(monkeypatch):
+    """A proxy in the environment (or one a test that simulates being offline left in urlopen's shared
+    opener) must not stand between the tests and the dashboard on loopback."""
+    import http.server
+    import threading
+    import urllib.request
+
     import dashboard
 
-    started = []
-    real_popen = dashboard.subprocess.Popen
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802  the handler's name is http.server's
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
 
-    def popen(command, **kwargs):
-        started.append(command[command.index("--server.port") + 1])
-        return real_popen(command, **kwargs)
-
-    monkeypatch.setattr(dashboard.subprocess, "Popen", popen)
-    (tmp_path / "app.py").write_text("import streamlit as st\nst.write('hi')\n")
-    # Under a base path the health check at the root answers 404: a server that never says it is ready.
-    with pytest.raises(dashboard.NotAnswering, match="did not answer"):
-        with dashboard.serve(app=tmp_path / "app.py", options=("--server.baseUrlPath", "elsewhere"), timeout=8):
+        def log_message(self, *args):
             pass
-    assert len(started) == 2 and started[0] != started[1]
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/_stcore/health"
+    try:
+        monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # the discard port: every request refused
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.setattr(urllib.request, "_opener", None)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=5)  # the shared opener now holds the refusing proxy
+        with dashboard.LOOPBACK.open(url, timeout=5) as response:
+            assert response.status == 200 and response.read() == b"ok"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,6 +4,7 @@ fine-tuning keeps BatchNorm frozen, and saved models reload in safe mode unchang
 
 from __future__ import annotations
 
+import urllib.request
 from dataclasses import replace
 
 import keras
@@ -144,6 +145,9 @@ def offline_keras_home(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.setenv("KERAS_HOME", str(home))
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))  # read once at import: patch it too
+    # urlopen keeps the first opener it builds, with the proxies of that moment: the refusing one Keras
+    # builds here must not outlive the test (a later loopback request in this process would be refused).
+    monkeypatch.setattr(urllib.request, "_opener", None)
     return home
 
 
