@@ -86,3 +86,21 @@ def real_data():
     if not (REAL_DATA / "train").is_dir():
         pytest.skip(f"real data not present at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture
+def app_page(monkeypatch):
+    """`app_page(path, runs_root)`: app.py in Streamlit's AppTest with its run store at `runs_root`, switched
+    to the page file `path` (e.g. "pages/3_compare.py"); asserts that no page raised."""
+    from streamlit import config as streamlit_config
+    from streamlit.testing.v1 import AppTest
+
+    def open_page(path: str, root):
+        streamlit_config.set_option("client.showErrorDetails", "full")
+        monkeypatch.setenv("CXR_RUNS_DIR", str(root))
+        at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=180).run()
+        at.switch_page(path).run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return open_page

@@ -131,33 +131,19 @@ def test_an_imported_member_needs_a_declared_threshold_and_nothing_is_stored_whe
 # ---------------------------------------------------------------- the pages take it
 
 
-def page(path: str, root, monkeypatch):
-    from streamlit import config as streamlit_config
-    from streamlit.testing.v1 import AppTest
-
-    from cxr_core.config import PROJECT_ROOT
-
-    streamlit_config.set_option("client.showErrorDetails", "full")
-    monkeypatch.setenv("CXR_RUNS_DIR", str(root))
-    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=120).run()
-    at.switch_page(path).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def test_compare_and_predict_pages_take_an_ensemble(trained, demo_dir, monkeypatch):
+def test_compare_and_predict_pages_take_an_ensemble(trained, demo_dir, monkeypatch, app_page):
     from cxr_core import run_tables
 
     store, run_id = trained
     label = run_tables.run_label(store.get(run_id))
     member = run_tables.run_label(store.get(store.get(run_id).settings["members"][0]))
-    at = page("pages/3_compare.py", store.root, monkeypatch)
+    at = app_page("pages/3_compare.py", store.root)
     at.multiselect[0].set_value([label, member]).run()
     assert not at.exception, [e.value for e in at.exception]
     shown = [row for frame in at.dataframe for row in frame.value.astype(str).to_numpy().ravel()]
     assert any(label in cell for cell in shown)
 
-    at = page("pages/4_predict.py", store.root, monkeypatch)
+    at = app_page("pages/4_predict.py", store.root)
     at.selectbox[0].set_value(label).run()
     image = sorted((demo_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
     at.file_uploader[0].set_value((image.name, image.read_bytes(), "image/jpeg"))
@@ -167,12 +153,11 @@ def test_compare_and_predict_pages_take_an_ensemble(trained, demo_dir, monkeypat
     assert any(c.startswith("Grad-CAM: evidence for") for img in at.image for c in img.captions)
 
 
-def test_the_train_page_queues_an_ensemble_as_one_job(demo_dir, tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest  # noqa: F401  (page() imports it)
+def test_the_train_page_queues_an_ensemble_as_one_job(demo_dir, tmp_path, monkeypatch, app_page):
 
     monkeypatch.setattr(jobs, "spawn_worker", lambda store: None)
     monkeypatch.setenv("CXR_DATA_DIR", str(demo_dir))
-    at = page("pages/2_train.py", tmp_path / "runs", monkeypatch)
+    at = app_page("pages/2_train.py", tmp_path / "runs")
     [e for e in at.number_input if e.label.startswith("Ensemble members")][0].set_value(3)
     [e for e in at.button if e.label == "Train"][0].click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -207,14 +192,14 @@ def test_validation_images_a_member_trained_on_never_choose_the_threshold(tmp_pa
     assert ensemble.unseen_split(members[:1], store).equals(split)  # one plain member: its own validation split
 
 
-def test_the_lessons_run_pickers_offer_an_ensemble(trained, demo_dir, monkeypatch):
+def test_the_lessons_run_pickers_offer_an_ensemble(trained, demo_dir, monkeypatch, app_page):
     from cxr_core import lesson, run_tables
 
     store, run_id = trained
     offered = lesson.picker_runs(store, store.get(run_id).settings["data_dir"])
     assert offered[store.get(run_id).model].run_id == run_id
     monkeypatch.setenv("CXR_DATA_DIR", str(demo_dir))
-    at = page("pages/5_lesson.py", store.root, monkeypatch)
+    at = app_page("pages/5_lesson.py", store.root)
     at.query_params["step"] = "4"
     at.run()
     assert not at.exception, [e.value for e in at.exception]

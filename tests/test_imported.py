@@ -168,26 +168,12 @@ def test_a_declared_size_that_contradicts_the_model_is_refused(tmp_path):
 # ---------------------------------------------------------------- the pages take it
 
 
-def page(path: str, root, monkeypatch):
-    from streamlit import config as streamlit_config
-    from streamlit.testing.v1 import AppTest
-
-    from cxr_core.config import PROJECT_ROOT
-
-    streamlit_config.set_option("client.showErrorDetails", "full")
-    monkeypatch.setenv("CXR_RUNS_DIR", str(root))
-    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=180).run()
-    at.switch_page(path).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def test_the_train_page_imports_a_model_file_and_refuses_a_lambda_one(demo_dir, tmp_path, monkeypatch):
+def test_the_train_page_imports_a_model_file_and_refuses_a_lambda_one(demo_dir, tmp_path, monkeypatch, app_page):
     monkeypatch.setenv("CXR_DATA_DIR", str(demo_dir))
     good = save(outside_model(3, "logits2"), "keras", tmp_path).read_bytes()
     bad = lambda_model_file(tmp_path).read_bytes()
     store = RunStore(tmp_path / "runs")
-    at = page("pages/2_train.py", store.root, monkeypatch)
+    at = app_page("pages/2_train.py", store.root)
     uploader = [u for u in at.file_uploader if u.label == "Model file"][0]
     uploader.set_value(("lambda.keras", bad, "application/octet-stream"))
     at.run()
@@ -202,10 +188,10 @@ def test_the_train_page_imports_a_model_file_and_refuses_a_lambda_one(demo_dir, 
     assert any(run.run_id in s.value for s in at.success)
 
 
-def test_the_predict_page_says_why_a_savedmodel_has_no_heat_map(demo_dir, tmp_path, monkeypatch):
+def test_the_predict_page_says_why_a_savedmodel_has_no_heat_map(demo_dir, tmp_path, monkeypatch, app_page):
     store = RunStore(tmp_path / "runs")
     run_id = import_model(save(outside_model(1, "sigmoid"), "savedmodel", tmp_path), "sm", store, InputHandling())
-    at = page("pages/4_predict.py", store.root, monkeypatch)
+    at = app_page("pages/4_predict.py", store.root)
     image = sorted((demo_dir / "test" / "NORMAL").glob("*.jpeg"))[0]
     at.file_uploader[0].set_value((image.name, image.read_bytes(), "image/jpeg"))
     at.run()
