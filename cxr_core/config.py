@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +59,10 @@ def shown_path(path) -> str:
     (`../shared/data/...`) beside it, else its name alone. A room of students has no business with the
     server's own folders (temporary folders, other users' homes)."""
     path = Path(os.path.abspath(Path(path).expanduser()))  # links kept: ../shared may link elsewhere
+    # A checkout in the temporary folder sits beside every other temporary folder: those keep their name only.
+    never = (Path("/"), Path(os.path.abspath(tempfile.gettempdir())))
     for base, shown in ((Path(os.path.abspath(Path.home())), "~"), (PROJECT_ROOT.parent, "..")):
-        if path.is_relative_to(base) and base != Path("/"):
+        if path.is_relative_to(base) and base not in never:
             return str(Path(shown) / path.relative_to(base)) if path != base else shown
     return path.name or str(path)
 
