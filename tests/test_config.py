@@ -155,15 +155,16 @@ def test_importing_config_does_not_load_tensorflow(project_root):
 def test_pages_name_folders_by_home_project_or_name_never_the_servers_own_path(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from cxr_core.config import PROJECT_ROOT, shown_path
+    from cxr_core import config
+    from cxr_core.config import shown_path
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert shown_path(tmp_path / "home" / "data" / "chest_xray") == "~/data/chest_xray"
-    assert shown_path(PROJECT_ROOT.parent / "shared" / "data" / "chest_xray") == "../shared/data/chest_xray"
+    # A checkout in /srv (wherever this one lies): the data beside it is named from the project.
+    monkeypatch.setattr(config, "PROJECT_ROOT", Path("/srv/cxr/checkout"))
+    assert shown_path(Path("/srv/cxr/shared/data/chest_xray")) == "../shared/data/chest_xray"
     assert shown_path(Path("/var/tmp/xyz/cache/demo_data")) == "demo_data"
     # A checkout cloned into the temporary folder: the other temporary folders beside it keep their name only.
-    from cxr_core import config
-
     monkeypatch.setattr(config.tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path / "checkout")
     assert shown_path(tmp_path / "pytest-of-someone" / "demo0" / "chest_xray") == "chest_xray"
